@@ -1,0 +1,454 @@
+//! Configuration, read once at start from the environment (and optionally a
+//! `bmm.toml`), validated with one message per problem.
+//!
+//! Every setting has an environment variable `BMM_<NAME>`; the same setting may
+//! be given in `bmm.toml` as `<name> = "…"` (lower case). The environment wins.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::crypto::SecretBox;
+
+/// One problem per entry, each naming the setting and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem(s)):", self.problems.len())?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Which model provider generates specs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GeneratorConfig {
+    /// Deterministic, no network; the build log says so.
+    Offline,
+    /// Claude through the Anthropic Messages API.
+    Anthropic { api_key: String, model: String, base_url: Url },
+    /// Any OpenAI-compatible chat completions endpoint.
+    OpenAi { api_key: Option<String>, model: String, base_url: Url },
+}
+
+impl GeneratorConfig {
+    pub fn name(&self) -> &'static str {
+        match self {
+            GeneratorConfig::Offline => "offline",
+            GeneratorConfig::Anthropic { .. } => "anthropic",
+            GeneratorConfig::OpenAi { .. } => "openai-compatible",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Config {
+    /// PostgreSQL URL.
+    pub database_url: String,
+    pub database_pool_size: usize,
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// The public origin users and MCP clients reach the platform on, without a trailing slash.
+    pub public_url: Url,
+    pub temporal_address: Url,
+    pub temporal_namespace: String,
+    pub temporal_task_queue: String,
+    /// Where the Temporal Web UI is, for links from the dashboard.
+    pub temporal_ui_url: Url,
+    /// Docker engine: `unix:///var/run/docker.sock` or `tcp://host:2376`.
+    pub docker_host: String,
+    /// The image generated servers run on: node and its libraries.
+    pub runtime_image: String,
+    /// Folder holding the node toolchain (`node_modules` with typescript, esbuild, the MCP SDK).
+    pub toolchain_dir: PathBuf,
+    /// Folder for the platform's own files (the published JWKS file, caches).
+    pub data_dir: PathBuf,
+    /// Key that encrypts secrets and signing keys at rest.
+    pub secret_box: SecretBox,
+    pub generator: GeneratorConfig,
+    /// OTLP endpoint for traces; none means tracing goes to logs only.
+    pub otlp_endpoint: Option<Url>,
+    /// SMTP URL for magic links; none prints them to stdout (dev).
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    /// Development mode: GraphiQL on, magic links printed.
+    pub dev: bool,
+    /// Host address the containers' published ports are reached on.
+    pub container_host: String,
+    /// Lifetime of OAuth access tokens.
+    pub access_token_ttl: Duration,
+    /// How long a signing key signs before a new one takes over.
+    pub signing_key_rotation: Duration,
+    /// Memory limit of a generated server's container, in MiB.
+    pub container_memory_mib: i64,
+    /// CPU limit of a generated server's container, in CPUs.
+    pub container_cpus: f64,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Secrets never reach a log line.
+        f.debug_struct("Config")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("listen", &self.listen)
+            .field("public_url", &self.public_url.as_str())
+            .field("temporal_address", &self.temporal_address.as_str())
+            .field("temporal_namespace", &self.temporal_namespace)
+            .field("temporal_task_queue", &self.temporal_task_queue)
+            .field("docker_host", &self.docker_host)
+            .field("runtime_image", &self.runtime_image)
+            .field("toolchain_dir", &self.toolchain_dir)
+            .field("data_dir", &self.data_dir)
+            .field("generator", &self.generator.name())
+            .field("dev", &self.dev)
+            .finish_non_exhaustive()
+    }
+}
+
+fn redact_url(u: &str) -> String {
+    match Url::parse(u) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => u.to_owned(),
+    }
+}
+
+/// Raw settings before validation: lower-case name → value.
+pub type RawSettings = BTreeMap<String, String>;
+
+impl Config {
+    /// Read the process environment and, if present, the file named by
+    /// `BMM_CONFIG` (default `./bmm.toml`).
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let file = std::env::var("BMM_CONFIG").unwrap_or_else(|_| "bmm.toml".into());
+        let toml_text = match std::fs::read_to_string(&file) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(ConfigError { problems: vec![format!("BMM_CONFIG: cannot read {file}: {e}")] });
+            }
+        };
+        Self::from_sources(&env, toml_text.as_deref())
+    }
+
+    /// Build from explicit sources (tests use this).
+    pub fn from_sources(env: &[(String, String)], toml_text: Option<&str>) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let mut raw = RawSettings::new();
+        if let Some(text) = toml_text {
+            match text.parse::<toml::Table>() {
+                Ok(table) => {
+                    for (k, v) in table {
+                        let s = match v {
+                            toml::Value::String(s) => s,
+                            toml::Value::Integer(i) => i.to_string(),
+                            toml::Value::Float(f) => f.to_string(),
+                            toml::Value::Boolean(b) => b.to_string(),
+                            other => {
+                                problems.push(format!("bmm.toml: `{k}` must be a string, number or boolean, not {}", other.type_str()));
+                                continue;
+                            }
+                        };
+                        raw.insert(k.to_ascii_lowercase(), s);
+                    }
+                }
+                Err(e) => problems.push(format!("bmm.toml: {}", e.message())),
+            }
+        }
+        for (k, v) in env {
+            if let Some(name) = k.strip_prefix("BMM_") {
+                raw.insert(name.to_ascii_lowercase(), v.clone());
+            }
+        }
+        // The Anthropic key keeps its conventional name.
+        let anthropic_key = env.iter().find(|(k, _)| k == "ANTHROPIC_API_KEY").map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+
+        let mut r = Reader { raw: &raw, problems: &mut problems };
+        let dev = r.bool("dev", true);
+        let listen = r.parse::<SocketAddr>("listen", "127.0.0.1:8080", "an address such as 127.0.0.1:8080");
+        let public_url = r.url("public_url", &format!("http://{}", listen.map(|l| l.to_string()).unwrap_or_else(|| "127.0.0.1:8080".into())));
+        let database_url = r.string("database_url", "postgres://bmm@127.0.0.1:55432/bmm");
+        if let Some(db) = &database_url
+            && !(db.starts_with("postgres://") || db.starts_with("postgresql://"))
+        {
+            r.problems.push(format!("BMM_DATABASE_URL: must start with postgres:// (got {})", redact_url(db)));
+        }
+        let database_pool_size = r.parse::<usize>("database_pool_size", "16", "a positive number");
+        let temporal_address = r.url("temporal_address", "http://127.0.0.1:7233");
+        let temporal_namespace = r.string("temporal_namespace", "default");
+        let temporal_task_queue = r.string("temporal_task_queue", "bmm-builds");
+        let temporal_ui_url = r.url("temporal_ui_url", "http://127.0.0.1:8233");
+        let docker_host = r.string("docker_host", "unix:///var/run/docker.sock");
+        if let Some(h) = &docker_host
+            && !(h.starts_with("unix://") || h.starts_with("tcp://") || h.starts_with("http://") || h.starts_with("https://"))
+        {
+            r.problems.push(format!("BMM_DOCKER_HOST: must be unix://PATH or tcp://HOST:PORT (got {h})"));
+        }
+        let runtime_image = r.string("runtime_image", "bmm-runtime:node20");
+        let home = r.string("home", ".bmm");
+        let toolchain_dir = r.string("toolchain_dir", &format!("{}/toolchain", home.clone().unwrap_or_default()));
+        let data_dir = r.string("data_dir", &format!("{}/data", home.clone().unwrap_or_default()));
+        let secret_key = r.string("secret_key", "");
+        let secret_box = match secret_key.as_deref() {
+            Some("") | None if dev.unwrap_or(true) => Some(SecretBox::dev_key()),
+            Some("") | None => {
+                r.problems.push("BMM_SECRET_KEY: required outside dev mode: 32 random bytes as 64 hex characters (`openssl rand -hex 32`)".into());
+                None
+            }
+            Some(k) => match SecretBox::from_hex(k) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    r.problems.push(format!("BMM_SECRET_KEY: {e}"));
+                    None
+                }
+            },
+        };
+        let otlp_endpoint = r.optional_url("otlp_endpoint");
+        let smtp_url = r.optional("smtp_url");
+        let mail_from = r.string("mail_from", "BuildMyMCP <login@localhost>");
+        let container_host = r.string("container_host", "127.0.0.1");
+        let access_token_ttl = r.parse::<u64>("access_token_ttl_secs", "900", "a number of seconds").map(Duration::from_secs);
+        let signing_key_rotation = r.parse::<u64>("signing_key_rotation_secs", "604800", "a number of seconds").map(Duration::from_secs);
+        let container_memory_mib = r.parse::<i64>("container_memory_mib", "256", "a number of MiB");
+        let container_cpus = r.parse::<f64>("container_cpus", "0.5", "a number of CPUs such as 0.5");
+
+        let model_provider = r.string("generator", "auto");
+        let anthropic_model = r.string("anthropic_model", "claude-opus-4-7");
+        let anthropic_base = r.url("anthropic_base_url", "https://api.anthropic.com");
+        let openai_base = r.optional_url("openai_base_url");
+        let openai_model = r.string("openai_model", "gpt-4o-mini");
+        let openai_key = r.optional("openai_api_key");
+        let generator = match model_provider.as_deref().unwrap_or("auto") {
+            "auto" => match (&anthropic_key, &openai_base) {
+                (Some(k), _) => anthropic_base.clone().map(|b| GeneratorConfig::Anthropic {
+                    api_key: k.clone(),
+                    model: anthropic_model.clone().unwrap_or_default(),
+                    base_url: b,
+                }),
+                (None, Some(b)) => Some(GeneratorConfig::OpenAi { api_key: openai_key.clone(), model: openai_model.clone().unwrap_or_default(), base_url: b.clone() }),
+                (None, None) => Some(GeneratorConfig::Offline),
+            },
+            "offline" => Some(GeneratorConfig::Offline),
+            "anthropic" => match anthropic_key {
+                Some(k) => anthropic_base.map(|b| GeneratorConfig::Anthropic { api_key: k, model: anthropic_model.unwrap_or_default(), base_url: b }),
+                None => {
+                    r.problems.push("BMM_GENERATOR=anthropic needs ANTHROPIC_API_KEY".into());
+                    None
+                }
+            },
+            "openai" => match openai_base {
+                Some(b) => Some(GeneratorConfig::OpenAi { api_key: openai_key, model: openai_model.unwrap_or_default(), base_url: b }),
+                None => {
+                    r.problems.push("BMM_GENERATOR=openai needs BMM_OPENAI_BASE_URL".into());
+                    None
+                }
+            },
+            other => {
+                r.problems.push(format!("BMM_GENERATOR: must be auto, offline, anthropic or openai (got {other})"));
+                None
+            }
+        };
+
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        let mut public_url = public_url.expect("validated");
+        // Keep the origin without a trailing slash so joined URLs are exact.
+        let path = public_url.path().trim_end_matches('/').to_owned();
+        public_url.set_path(&path);
+        Ok(Config {
+            database_url: database_url.expect("validated"),
+            database_pool_size: database_pool_size.expect("validated"),
+            listen: listen.expect("validated"),
+            public_url,
+            temporal_address: temporal_address.expect("validated"),
+            temporal_namespace: temporal_namespace.expect("validated"),
+            temporal_task_queue: temporal_task_queue.expect("validated"),
+            temporal_ui_url: temporal_ui_url.expect("validated"),
+            docker_host: docker_host.expect("validated"),
+            runtime_image: runtime_image.expect("validated"),
+            toolchain_dir: PathBuf::from(toolchain_dir.expect("validated")),
+            data_dir: PathBuf::from(data_dir.expect("validated")),
+            secret_box: secret_box.expect("validated"),
+            generator: generator.expect("validated"),
+            otlp_endpoint,
+            smtp_url,
+            mail_from: mail_from.expect("validated"),
+            dev: dev.expect("validated"),
+            container_host: container_host.expect("validated"),
+            access_token_ttl: access_token_ttl.expect("validated"),
+            signing_key_rotation: signing_key_rotation.expect("validated"),
+            container_memory_mib: container_memory_mib.expect("validated"),
+            container_cpus: container_cpus.expect("validated"),
+        })
+    }
+
+    /// The platform's issuer identifier: the public origin.
+    pub fn issuer(&self) -> String {
+        self.public_url.as_str().trim_end_matches('/').to_owned()
+    }
+
+    /// The stable MCP URL of a server.
+    pub fn server_url(&self, slug: &str) -> String {
+        format!("{}/s/{slug}/mcp", self.issuer())
+    }
+
+    /// A link to a workflow in the Temporal Web UI.
+    pub fn temporal_workflow_url(&self, workflow_id: &str) -> String {
+        format!(
+            "{}/namespaces/{}/workflows/{}",
+            self.temporal_ui_url.as_str().trim_end_matches('/'),
+            self.temporal_namespace,
+            workflow_id
+        )
+    }
+
+    /// A configuration for tests: dev defaults with the given database.
+    pub fn for_tests(database_url: &str) -> Config {
+        let env = vec![("BMM_DATABASE_URL".to_owned(), database_url.to_owned())];
+        Config::from_sources(&env, None).expect("test config is valid")
+    }
+}
+
+struct Reader<'a> {
+    raw: &'a RawSettings,
+    problems: &'a mut Vec<String>,
+}
+
+impl Reader<'_> {
+    fn optional(&mut self, name: &str) -> Option<String> {
+        self.raw.get(name).filter(|v| !v.trim().is_empty()).cloned()
+    }
+
+    fn string(&mut self, name: &str, default: &str) -> Option<String> {
+        Some(self.raw.get(name).cloned().unwrap_or_else(|| default.to_owned()))
+    }
+
+    fn parse<T: std::str::FromStr>(&mut self, name: &str, default: &str, what: &str) -> Option<T> {
+        let v = self.raw.get(name).map(String::as_str).unwrap_or(default);
+        match v.trim().parse::<T>() {
+            Ok(t) => Some(t),
+            Err(_) => {
+                self.problems.push(format!("BMM_{}: must be {what} (got {v:?})", name.to_ascii_uppercase()));
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, name: &str, default: bool) -> Option<bool> {
+        match self.raw.get(name).map(|s| s.trim().to_ascii_lowercase()) {
+            None => Some(default),
+            Some(v) => match v.as_str() {
+                "1" | "true" | "yes" | "on" => Some(true),
+                "0" | "false" | "no" | "off" | "" => Some(false),
+                _ => {
+                    self.problems.push(format!("BMM_{}: must be true or false (got {v:?})", name.to_ascii_uppercase()));
+                    None
+                }
+            },
+        }
+    }
+
+    fn url(&mut self, name: &str, default: &str) -> Option<Url> {
+        let v = self.raw.get(name).map(String::as_str).unwrap_or(default);
+        self.check_url(name, v)
+    }
+
+    fn optional_url(&mut self, name: &str) -> Option<Url> {
+        let v = self.optional(name)?;
+        self.check_url(name, &v)
+    }
+
+    fn check_url(&mut self, name: &str, v: &str) -> Option<Url> {
+        match Url::parse(v) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Some(u),
+            Ok(_) => {
+                self.problems.push(format!("BMM_{}: must be an http(s) URL (got {v:?})", name.to_ascii_uppercase()));
+                None
+            }
+            Err(e) => {
+                self.problems.push(format!("BMM_{}: not a URL ({e}): {v:?}", name.to_ascii_uppercase()));
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_in_dev() {
+        let c = Config::from_sources(&[], None).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.issuer(), "http://127.0.0.1:8080");
+        assert_eq!(c.server_url("wx"), "http://127.0.0.1:8080/s/wx/mcp");
+        assert_eq!(c.generator, GeneratorConfig::Offline);
+        assert!(c.dev);
+    }
+
+    #[test]
+    fn every_problem_is_reported_once_with_its_name() {
+        let e = Config::from_sources(
+            &env(&[
+                ("BMM_LISTEN", "nonsense"),
+                ("BMM_PUBLIC_URL", "ftp://x"),
+                ("BMM_DEV", "maybe"),
+                ("BMM_DATABASE_URL", "mysql://x"),
+                ("BMM_CONTAINER_CPUS", "lots"),
+                ("BMM_GENERATOR", "gpt"),
+            ]),
+            None,
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        for name in ["BMM_LISTEN", "BMM_PUBLIC_URL", "BMM_DEV", "BMM_DATABASE_URL", "BMM_CONTAINER_CPUS", "BMM_GENERATOR"] {
+            assert_eq!(e.problems.iter().filter(|p| p.starts_with(name)).count(), 1, "{name} in {text}");
+        }
+    }
+
+    #[test]
+    fn production_needs_a_secret_key() {
+        let e = Config::from_sources(&env(&[("BMM_DEV", "false")]), None).unwrap_err();
+        assert!(e.problems[0].starts_with("BMM_SECRET_KEY"), "{e}");
+        let e = Config::from_sources(&env(&[("BMM_DEV", "false"), ("BMM_SECRET_KEY", "abcd")]), None).unwrap_err();
+        assert!(e.problems[0].contains("64 hex"), "{e}");
+        let ok = Config::from_sources(&env(&[("BMM_DEV", "false"), ("BMM_SECRET_KEY", &"ab".repeat(32))]), None);
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn toml_file_is_read_and_env_wins() {
+        let c = Config::from_sources(&env(&[("BMM_TEMPORAL_NAMESPACE", "prod")]), Some("temporal_namespace = \"x\"\ndatabase_pool_size = 3\n")).unwrap();
+        assert_eq!(c.temporal_namespace, "prod");
+        assert_eq!(c.database_pool_size, 3);
+        let e = Config::from_sources(&[], Some("this is = = not toml")).unwrap_err();
+        assert!(e.problems[0].starts_with("bmm.toml"));
+    }
+
+    #[test]
+    fn anthropic_key_selects_claude() {
+        let c = Config::from_sources(&env(&[("ANTHROPIC_API_KEY", "sk-test")]), None).unwrap();
+        assert_eq!(c.generator.name(), "anthropic");
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("sk-test"));
+    }
+}
