@@ -158,7 +158,10 @@ impl Config {
                             toml::Value::Float(f) => f.to_string(),
                             toml::Value::Boolean(b) => b.to_string(),
                             other => {
-                                problems.push(format!("bmm.toml: `{k}` must be a string, number or boolean, not {}", other.type_str()));
+                                problems.push(format!(
+                                    "bmm.toml: `{k}` must be a string, number or boolean, not {}",
+                                    other.type_str()
+                                ));
                                 continue;
                             }
                         };
@@ -174,12 +177,16 @@ impl Config {
             }
         }
         // The Anthropic key keeps its conventional name.
-        let anthropic_key = env.iter().find(|(k, _)| k == "ANTHROPIC_API_KEY").map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+        let anthropic_key =
+            env.iter().find(|(k, _)| k == "ANTHROPIC_API_KEY").map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
 
         let mut r = Reader { raw: &raw, problems: &mut problems };
         let dev = r.bool("dev", true);
         let listen = r.parse::<SocketAddr>("listen", "127.0.0.1:8080", "an address such as 127.0.0.1:8080");
-        let public_url = r.url("public_url", &format!("http://{}", listen.map(|l| l.to_string()).unwrap_or_else(|| "127.0.0.1:8080".into())));
+        let public_url = r.url(
+            "public_url",
+            &format!("http://{}", listen.map(|l| l.to_string()).unwrap_or_else(|| "127.0.0.1:8080".into())),
+        );
         let database_url = r.string("database_url", "postgres://bmm@127.0.0.1:55432/bmm");
         if let Some(db) = &database_url
             && !(db.starts_with("postgres://") || db.starts_with("postgresql://"))
@@ -193,7 +200,10 @@ impl Config {
         let temporal_ui_url = r.url("temporal_ui_url", "http://127.0.0.1:8233");
         let docker_host = r.string("docker_host", "unix:///var/run/docker.sock");
         if let Some(h) = &docker_host
-            && !(h.starts_with("unix://") || h.starts_with("tcp://") || h.starts_with("http://") || h.starts_with("https://"))
+            && !(h.starts_with("unix://")
+                || h.starts_with("tcp://")
+                || h.starts_with("http://")
+                || h.starts_with("https://"))
         {
             r.problems.push(format!("BMM_DOCKER_HOST: must be unix://PATH or tcp://HOST:PORT (got {h})"));
         }
@@ -220,8 +230,10 @@ impl Config {
         let smtp_url = r.optional("smtp_url");
         let mail_from = r.string("mail_from", "BuildMyMCP <login@localhost>");
         let container_host = r.string("container_host", "127.0.0.1");
-        let access_token_ttl = r.parse::<u64>("access_token_ttl_secs", "900", "a number of seconds").map(Duration::from_secs);
-        let signing_key_rotation = r.parse::<u64>("signing_key_rotation_secs", "604800", "a number of seconds").map(Duration::from_secs);
+        let access_token_ttl =
+            r.parse::<u64>("access_token_ttl_secs", "900", "a number of seconds").map(Duration::from_secs);
+        let signing_key_rotation =
+            r.parse::<u64>("signing_key_rotation_secs", "604800", "a number of seconds").map(Duration::from_secs);
         let container_memory_mib = r.parse::<i64>("container_memory_mib", "256", "a number of MiB");
         let container_cpus = r.parse::<f64>("container_cpus", "0.5", "a number of CPUs such as 0.5");
 
@@ -238,19 +250,31 @@ impl Config {
                     model: anthropic_model.clone().unwrap_or_default(),
                     base_url: b,
                 }),
-                (None, Some(b)) => Some(GeneratorConfig::OpenAi { api_key: openai_key.clone(), model: openai_model.clone().unwrap_or_default(), base_url: b.clone() }),
+                (None, Some(b)) => Some(GeneratorConfig::OpenAi {
+                    api_key: openai_key.clone(),
+                    model: openai_model.clone().unwrap_or_default(),
+                    base_url: b.clone(),
+                }),
                 (None, None) => Some(GeneratorConfig::Offline),
             },
             "offline" => Some(GeneratorConfig::Offline),
             "anthropic" => match anthropic_key {
-                Some(k) => anthropic_base.map(|b| GeneratorConfig::Anthropic { api_key: k, model: anthropic_model.unwrap_or_default(), base_url: b }),
+                Some(k) => anthropic_base.map(|b| GeneratorConfig::Anthropic {
+                    api_key: k,
+                    model: anthropic_model.unwrap_or_default(),
+                    base_url: b,
+                }),
                 None => {
                     r.problems.push("BMM_GENERATOR=anthropic needs ANTHROPIC_API_KEY".into());
                     None
                 }
             },
             "openai" => match openai_base {
-                Some(b) => Some(GeneratorConfig::OpenAi { api_key: openai_key, model: openai_model.unwrap_or_default(), base_url: b }),
+                Some(b) => Some(GeneratorConfig::OpenAi {
+                    api_key: openai_key,
+                    model: openai_model.unwrap_or_default(),
+                    base_url: b,
+                }),
                 None => {
                     r.problems.push("BMM_GENERATOR=openai needs BMM_OPENAI_BASE_URL".into());
                     None
@@ -420,7 +444,9 @@ mod tests {
         )
         .unwrap_err();
         let text = e.to_string();
-        for name in ["BMM_LISTEN", "BMM_PUBLIC_URL", "BMM_DEV", "BMM_DATABASE_URL", "BMM_CONTAINER_CPUS", "BMM_GENERATOR"] {
+        for name in
+            ["BMM_LISTEN", "BMM_PUBLIC_URL", "BMM_DEV", "BMM_DATABASE_URL", "BMM_CONTAINER_CPUS", "BMM_GENERATOR"]
+        {
             assert_eq!(e.problems.iter().filter(|p| p.starts_with(name)).count(), 1, "{name} in {text}");
         }
     }
@@ -437,7 +463,11 @@ mod tests {
 
     #[test]
     fn toml_file_is_read_and_env_wins() {
-        let c = Config::from_sources(&env(&[("BMM_TEMPORAL_NAMESPACE", "prod")]), Some("temporal_namespace = \"x\"\ndatabase_pool_size = 3\n")).unwrap();
+        let c = Config::from_sources(
+            &env(&[("BMM_TEMPORAL_NAMESPACE", "prod")]),
+            Some("temporal_namespace = \"x\"\ndatabase_pool_size = 3\n"),
+        )
+        .unwrap();
         assert_eq!(c.temporal_namespace, "prod");
         assert_eq!(c.database_pool_size, 3);
         let e = Config::from_sources(&[], Some("this is = = not toml")).unwrap_err();

@@ -47,7 +47,10 @@ pub async fn template() -> String {
         .expect("query pg_database");
     let ready = matches!(row, Some(r) if r.get::<_, bool>(0));
     if !ready {
-        client.execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"), &[]).await.expect("drop stale template");
+        client
+            .execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"), &[])
+            .await
+            .expect("drop stale template");
         client.execute(&format!("CREATE DATABASE \"{name}\""), &[]).await.expect("create template");
         crate::migrate::run_pending(&url_with_db(&admin, &name)).await.expect("migrate template");
         client.execute(&format!("ALTER DATABASE \"{name}\" WITH IS_TEMPLATE true"), &[]).await.expect("mark template");

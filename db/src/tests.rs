@@ -60,7 +60,9 @@ async fn schema_rs_matches_the_migrated_database() {
     let mut tables = std::collections::BTreeSet::new();
     for col in &cols {
         tables.insert(col.t.clone());
-        let block_start = schema_src.find(&format!("    {} (", col.t)).unwrap_or_else(|| panic!("table {} missing from schema.rs", col.t));
+        let block_start = schema_src
+            .find(&format!("    {} (", col.t))
+            .unwrap_or_else(|| panic!("table {} missing from schema.rs", col.t));
         let block = &schema_src[block_start..];
         let block = &block[..block.find("\n    }").unwrap()];
         let line = block
@@ -101,9 +103,12 @@ async fn event_seq_is_dense_under_concurrent_writers() {
             let mut c = pool.get().await.unwrap();
             for i in 0..10 {
                 let msg = format!("writer {w} line {i}");
-                events::append(&mut c, NewEvent { build_id: build, step: "check", kind: EventKind::Log, message: &msg, data: None })
-                    .await
-                    .unwrap();
+                events::append(
+                    &mut c,
+                    NewEvent { build_id: build, step: "check", kind: EventKind::Log, message: &msg, data: None },
+                )
+                .await
+                .unwrap();
             }
         }));
     }
@@ -118,7 +123,11 @@ async fn event_seq_is_dense_under_concurrent_writers() {
     // Another org sees nothing of this build.
     assert!(events::list_after(&mut c, Uuid::new_v4(), build, 0, 1000).await.unwrap().is_empty());
     // An event for a build that does not exist is not written.
-    let missing = events::append(&mut c, NewEvent { build_id: Uuid::new_v4(), step: "x", kind: EventKind::Log, message: "m", data: None }).await;
+    let missing = events::append(
+        &mut c,
+        NewEvent { build_id: Uuid::new_v4(), step: "x", kind: EventKind::Log, message: "m", data: None },
+    )
+    .await;
     assert!(matches!(missing, Err(diesel::result::Error::NotFound)), "{missing:?}");
 }
 
@@ -131,14 +140,30 @@ async fn audit_entries_are_org_scoped_and_filtered() {
     for action in ["server.create", "server.delete", "server.create"] {
         crate::audit::record(
             &mut c,
-            crate::audit::Audit { org_id: org, user_id: None, action, resource_type: "server", resource_id: Some("x".into()), metadata: serde_json::json!({}), ip: Some("127.0.0.1".into()) },
+            crate::audit::Audit {
+                org_id: org,
+                user_id: None,
+                action,
+                resource_type: "server",
+                resource_id: Some("x".into()),
+                metadata: serde_json::json!({}),
+                ip: Some("127.0.0.1".into()),
+            },
         )
         .await;
     }
     // A write for an org that does not exist fails inside and is swallowed.
     crate::audit::record(
         &mut c,
-        crate::audit::Audit { org_id: Uuid::new_v4(), user_id: None, action: "x", resource_type: "y", resource_id: None, metadata: serde_json::json!({}), ip: None },
+        crate::audit::Audit {
+            org_id: Uuid::new_v4(),
+            user_id: None,
+            action: "x",
+            resource_type: "y",
+            resource_id: None,
+            metadata: serde_json::json!({}),
+            ip: None,
+        },
     )
     .await;
     let all = crate::audit::list(&mut c, org, None, None, 10).await.unwrap();

@@ -1,0 +1,1 @@
+//! The MCP smoke client (see docs/ARCHITECTURE.md).
