@@ -1,0 +1,110 @@
+// Settings: the org, its members, API keys (create: plaintext shown once; revoke), usage and quotas.
+import { gql } from '../graphql.js';
+import { SETTINGS, CREATE_API_KEY, REVOKE_API_KEY } from '../queries.js';
+import { h, replace, pageHead, loading, errorBox, empty, timeEl, field, busy, copyButton, confirmDialog, uid } from '../ui.js';
+
+export async function render(main, ctx) {
+  const body = h('div', {}, loading('Loading settings…'));
+  replace(main, pageHead('Settings'), body);
+  let org;
+  try {
+    org = (await gql(SETTINGS)).org;
+  } catch (e) {
+    if (!ctx.alive) return;
+    if (e.code === 'UNAUTHENTICATED') throw e;
+    replace(body, errorBox(e, 'Could not load the settings'));
+    return;
+  }
+  if (!ctx.alive) return;
+  const keysSection = h('section', { class: 'card', 'aria-labelledby': 'keys-h', id: 'api-keys' });
+  replace(body,
+    h('section', { class: 'card', 'aria-labelledby': 'org-h' }, h('h2', { id: 'org-h' }, 'Organization'),
+      h('dl', { class: 'facts' },
+        h('dt', {}, 'Name'), h('dd', {}, org.name),
+        h('dt', {}, 'Slug'), h('dd', {}, h('code', {}, org.slug)),
+        h('dt', {}, 'Plan'), h('dd', {}, org.plan),
+        org.createdAt ? [h('dt', {}, 'Created'), h('dd', {}, timeEl(org.createdAt))] : null)),
+    h('section', { class: 'card', 'aria-labelledby': 'usage-h' }, h('h2', { id: 'usage-h' }, 'Usage and quotas'), usage(org)),
+    h('section', { class: 'card', 'aria-labelledby': 'members-h' }, h('h2', { id: 'members-h' }, 'Members'), members(org.members)),
+    keysSection);
+  renderKeys(keysSection, ctx, org.apiKeys || []);
+}
+
+function usage(org) {
+  const u = org.usage || {};
+  const q = org.quotas || {};
+  const names = [...new Set([...Object.keys(u), ...Object.keys(q)])].filter((k) => k !== '__typename');
+  if (!names.length) return empty('No usage recorded yet.');
+  const label = (k) => k.replace(/([A-Z])/g, ' $1').toLowerCase().replace(/^./, (c) => c.toUpperCase());
+  return h('div', { class: 'table-wrap' }, h('table', { class: 'stack' },
+    h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'What'), h('th', { scope: 'col' }, 'Used'), h('th', { scope: 'col' }, 'Quota'))),
+    h('tbody', {}, names.map((k) => h('tr', {},
+      h('td', { 'data-label': 'What' }, label(k)),
+      h('td', { 'data-label': 'Used' }, u[k] ?? '—'),
+      h('td', { 'data-label': 'Quota' }, q[k] ?? 'unlimited'))))),
+    h('p', { class: 'hint' }, 'Quotas are read-only here; ask the platform operator to change your plan.'));
+}
+
+function members(list) {
+  if (!list || !list.length) return empty('No members.');
+  return h('div', { class: 'table-wrap' }, h('table', { class: 'stack' },
+    h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Email'), h('th', { scope: 'col' }, 'Role'), h('th', { scope: 'col' }, 'Since'))),
+    h('tbody', {}, list.map((m) => h('tr', {},
+      h('td', { 'data-label': 'Email' }, m.email),
+      h('td', { 'data-label': 'Role' }, m.role),
+      h('td', { 'data-label': 'Since' }, timeEl(m.createdAt)))))));
+}
+
+function renderKeys(section, ctx, keys) {
+  const name = h('input', { type: 'text', name: 'key-name', autocomplete: 'off', maxlength: 80, placeholder: 'CI deploys' });
+  const err = h('div');
+  const once = h('div', { 'aria-live': 'polite' });
+  const btn = h('button', { type: 'submit' }, 'Create key');
+  const form = h('form', { class: 'inline-form', novalidate: true }, field('Name of the new key', name, { required: true }), btn);
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    if (!name.value.trim()) { name.setAttribute('aria-invalid', 'true'); name.focus(); return; }
+    name.removeAttribute('aria-invalid');
+    busy(btn, err, async () => {
+      const res = (await gql(CREATE_API_KEY, { name: name.value.trim() })).createApiKey;
+      name.value = '';
+      const id = uid('key');
+      replace(once, h('div', { class: 'notice secret-once', id: 'new-api-key' },
+        h('strong', {}, 'Copy your new key now: it is shown only once.'),
+        h('p', { class: 'copy-row' }, h('code', { id }, res.key), copyButton(res.key, 'Copy key', { describedBy: id })),
+        h('p', { class: 'hint' }, 'Use it as ', h('code', {}, 'Authorization: Bearer bmm_…'), ' with the GraphQL API or the CLI.')));
+      keys.unshift(res.apiKey);
+      renderList();
+    }, 'Creating…');
+  });
+  const listEl = h('div');
+  function renderList() {
+    const live = keys.filter((k) => k && !k.revokedAt);
+    const revoked = keys.filter((k) => k && k.revokedAt);
+    if (!keys.length) { replace(listEl, empty('No API keys yet.')); return; }
+    replace(listEl, h('div', { class: 'table-wrap' }, h('table', { class: 'stack', id: 'api-keys-table' },
+      h('thead', {}, h('tr', {}, ['Name', 'Key', 'Created', 'Last used', ''].map((t) => h('th', { scope: 'col' }, t)))),
+      h('tbody', {}, [...live, ...revoked].map((k) => h('tr', { dataset: { keyId: k.id } },
+        h('td', { 'data-label': 'Name' }, k.name),
+        h('td', { 'data-label': 'Key' }, h('code', {}, `${k.prefix || 'bmm_'}…`)),
+        h('td', { 'data-label': 'Created' }, timeEl(k.createdAt)),
+        h('td', { 'data-label': 'Last used' }, k.lastUsedAt ? timeEl(k.lastUsedAt) : 'never'),
+        h('td', {}, k.revokedAt ? h('span', { class: 'badge idle' }, 'revoked') : revokeButton(k))))))));
+  }
+  function revokeButton(k) {
+    const b = h('button', { type: 'button', class: 'secondary small' }, 'Revoke', h('span', { class: 'visually-hidden' }, ` ${k.name}`));
+    b.addEventListener('click', async () => {
+      if (!(await confirmDialog(`Revoke “${k.name}”?`, h('p', {}, 'Anything using this key stops working at once. This cannot be undone.'), 'Revoke', { danger: true }))) return;
+      busy(b, err, async () => {
+        await gql(REVOKE_API_KEY, { id: k.id });
+        k.revokedAt = new Date().toISOString();
+        renderList();
+      });
+    });
+    return b;
+  }
+  replace(section, h('h2', { id: 'keys-h' }, 'API keys'),
+    h('p', { class: 'muted' }, 'Keys act for your organization in the GraphQL API and the CLI.'),
+    form, err, once, listEl);
+  renderList();
+}

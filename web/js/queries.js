@@ -1,0 +1,125 @@
+// Every GraphQL document the dashboard sends, in one place, so aligning with
+// schema.graphql (the exported SDL at the repo root) is one file's work.
+
+export const ME = `query Me {
+  me { id email role org { id name slug plan } }
+}`;
+
+export const SERVERS = `query Servers {
+  servers { id slug name status url createdAt updatedAt }
+}`;
+
+const TOOL_FIELDS = 'name description inputSchema';
+
+export const SERVER = `query Server($id: ID!) {
+  server(id: $id) {
+    id slug name description status url createdAt updatedAt
+    currentVersion
+    tools { ${TOOL_FIELDS} }
+  }
+}`;
+
+export const SERVER_INSTALL = `query ServerInstall($id: ID!) {
+  server(id: $id) { id url installSnippets { client label snippet } }
+}`;
+
+export const SERVER_VERSIONS = `query ServerVersions($id: ID!) {
+  server(id: $id) {
+    id currentVersion
+    versions { id version generator instruction createdAt }
+    builds { id status version createdAt finishedAt temporalUrl }
+    deployments { id version status createdAt liveAt }
+  }
+}`;
+
+export const SERVER_SECRETS = `query ServerSecrets($id: ID!) {
+  server(id: $id) { id credentials { key label } secrets { key updatedAt } }
+}`;
+
+export const SERVER_CONNECTIONS = `query ServerConnections($id: ID!) {
+  server(id: $id) { id connectionTrace { clientId clientName step ok detail at } }
+}`;
+
+export const BUILD = `query Build($id: ID!) {
+  build(id: $id) {
+    id status version createdAt finishedAt temporalUrl error
+    server { id slug name url status }
+    steps { name status attempts startedAt finishedAt }
+  }
+}`;
+
+export const BUILD_EVENTS_SUB = `subscription BuildEvents($buildId: ID!, $after: Int) {
+  buildEvents(buildId: $buildId, after: $after) { seq step kind message at }
+}`;
+
+export const SERVER_LOGS_SUB = `subscription ServerLogs($serverId: ID!, $tail: Int) {
+  serverLogs(serverId: $serverId, tail: $tail) { at stream line }
+}`;
+
+export const SERVER_STATUS_SUB = `subscription ServerStatus($serverId: ID!) {
+  serverStatus(serverId: $serverId) { id status url }
+}`;
+
+export const PREVIEW_SERVER = `mutation PreviewServer($input: PreviewServerInput!) {
+  previewServer(input: $input) {
+    id name description generator expiresAt warnings
+    tools { ${TOOL_FIELDS} }
+    credentials { key label }
+  }
+}`;
+
+export const CREATE_SERVER = `mutation CreateServer($input: CreateServerInput!) {
+  createServer(input: $input) { server { id slug name url status } build { id status } }
+}`;
+
+export const ITERATE_SERVER = `mutation IterateServer($input: IterateServerInput!) {
+  iterateServer(input: $input) {
+    id generator
+    tools { ${TOOL_FIELDS} }
+    credentials { key label }
+    diff { added removed changed breaking { tool reason } }
+  }
+}`;
+
+export const BUILD_VERSION = `mutation BuildVersion($input: BuildVersionInput!) {
+  buildVersion(input: $input) { id status }
+}`;
+
+export const ROLLBACK_SERVER = `mutation Rollback($serverId: ID!, $version: Int!) {
+  rollbackServer(serverId: $serverId, version: $version) { id status }
+}`;
+
+export const DELETE_SERVER = `mutation DeleteServer($id: ID!) {
+  deleteServer(id: $id)
+}`;
+
+export const CANCEL_BUILD = `mutation CancelBuild($id: ID!) {
+  cancelBuild(id: $id) { id status }
+}`;
+
+export const SET_SECRET = `mutation SetSecret($serverId: ID!, $key: String!, $value: String!) {
+  setServerSecret(serverId: $serverId, key: $key, value: $value)
+}`;
+
+export const AUDIT_LOG = `query Audit($limit: Int, $action: String, $after: ID) {
+  auditLog(limit: $limit, action: $action, after: $after) {
+    id action resourceType resourceId metadata ip at userEmail
+  }
+}`;
+
+export const SETTINGS = `query Settings {
+  org { id name slug plan createdAt
+    members { email role createdAt }
+    apiKeys { id name prefix createdAt lastUsedAt revokedAt }
+    usage { servers builds buildMinutes }
+    quotas { servers builds buildMinutes }
+  }
+}`;
+
+export const CREATE_API_KEY = `mutation CreateApiKey($name: String!) {
+  createApiKey(name: $name) { key apiKey { id name prefix createdAt } }
+}`;
+
+export const REVOKE_API_KEY = `mutation RevokeApiKey($id: ID!) {
+  revokeApiKey(id: $id)
+}`;
