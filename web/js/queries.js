@@ -48,6 +48,10 @@ export const BUILD = `query Build($id: ID!) {
   }
 }`;
 
+export const BUILD_EVENTS = `query BuildEvents($id: ID!, $after: Int, $limit: Int) {
+  build(id: $id) { id status events(after: $after, limit: $limit) { seq step kind message at } }
+}`;
+
 export const BUILD_EVENTS_SUB = `subscription BuildEvents($buildId: ID!, $after: Int) {
   buildEvents(buildId: $buildId, after: $after) { seq step kind message at }
 }`;

@@ -4,7 +4,7 @@
 // reload or a dropped connection resumes `after: lastSeq` — no gap, no
 // duplicate (lines are also de-duplicated by seq).
 import { gql, ws } from '../graphql.js';
-import { BUILD, BUILD_EVENTS_SUB, SERVER_INSTALL, CANCEL_BUILD } from '../queries.js';
+import { BUILD, BUILD_EVENTS, BUILD_EVENTS_SUB, SERVER_INSTALL, CANCEL_BUILD } from '../queries.js';
 import { h, replace, pageHead, loading, errorBox, badge, busy, timeEl, shortTime, urlWithCopy, confirmDialog } from '../ui.js';
 import { stepsIndicator } from './wizard.js';
 import { installSnippets } from './install.js';
@@ -186,6 +186,33 @@ export async function render(main, ctx, [buildId]) {
       h('p', {}, h('a', { href: `#/servers/${encodeURIComponent(srv.id)}` }, 'Open the server page'), ' for its tools, logs, versions and secrets.'),
       installSnippets(inst.installSnippets, 'h3')));
   }
+
+  // While the WebSocket is down (a proxy that refuses upgrades, a flaky
+  // network), the same events are fetched over HTTP; seq de-duplicates.
+  let pollTimer = null;
+  let polling = false;
+  async function pollOnce() {
+    if (polling || ended || !ctx.alive || ws.state === 'connected') return;
+    polling = true;
+    try {
+      const b = (await gql(BUILD_EVENTS, { id: buildId, after: lastSeq, limit: 500 })).build;
+      if (!ctx.alive || !b) return;
+      document.getElementById('log-waiting')?.remove();
+      let terminal = false;
+      for (const ev of b.events || []) { addEvent(ev); if (TERMINAL[String(ev.kind).toUpperCase()]) terminal = true; }
+      renderSteps();
+      renderStatus();
+      persist();
+      if (terminal) { if (unsubscribe) unsubscribe(); finished(); }
+    } catch (e) {
+      console.warn('polling build events:', e.message);
+    } finally { polling = false; }
+  }
+  const stopState = ws.onState((state) => {
+    clearInterval(pollTimer);
+    if (state === 'reconnecting' || state === 'failed') pollTimer = setInterval(pollOnce, 3000);
+  });
+  ctx.onDispose(() => { stopState(); clearInterval(pollTimer); });
 
   let unsubscribe = null;
   function subscribe() {
