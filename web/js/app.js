@@ -117,7 +117,7 @@ function renderAccount() {
 async function loadMe() {
   try {
     const data = await gql(ME);
-    session.me = data.me || null;
+    session.me = data.me ? { ...data.me, org: data.org || null } : null;
     return null;
   } catch (e) {
     session.me = null;

@@ -2,14 +2,15 @@
 // schema.graphql (the exported SDL at the repo root) is one file's work.
 
 export const ME = `query Me {
-  me { id email role org { id name slug plan } }
+  me { id email role orgId authenticatedWith }
+  org { id name slug plan }
 }`;
 
 export const SERVERS = `query Servers {
   servers { id slug name status url createdAt updatedAt }
 }`;
 
-const TOOL_FIELDS = 'name description inputSchema';
+const TOOL_FIELDS = 'name title description inputSchema annotations { readOnlyHint destructiveHint idempotentHint openWorldHint } scopes';
 
 export const SERVER = `query Server($id: ID!) {
   server(id: $id) {
@@ -19,6 +20,10 @@ export const SERVER = `query Server($id: ID!) {
   }
 }`;
 
+export const SERVER_BRIEF = `query ServerBrief($id: ID!) {
+  server(id: $id) { id slug name url status }
+}`;
+
 export const SERVER_INSTALL = `query ServerInstall($id: ID!) {
   server(id: $id) { id url installSnippets { client label snippet } }
 }`;
@@ -26,14 +31,13 @@ export const SERVER_INSTALL = `query ServerInstall($id: ID!) {
 export const SERVER_VERSIONS = `query ServerVersions($id: ID!) {
   server(id: $id) {
     id currentVersion
-    versions { id version generator instruction createdAt }
-    builds { id status version createdAt finishedAt temporalUrl }
-    deployments { id version status createdAt liveAt }
+    versions { id version generator instruction isCurrent createdAt }
+    builds { id status version createdAt finishedAt temporalUrl error }
   }
 }`;
 
 export const SERVER_SECRETS = `query ServerSecrets($id: ID!) {
-  server(id: $id) { id credentials { key label } secrets { key updatedAt } }
+  server(id: $id) { id secrets { key updatedAt } }
 }`;
 
 export const SERVER_CONNECTIONS = `query ServerConnections($id: ID!) {
@@ -42,8 +46,7 @@ export const SERVER_CONNECTIONS = `query ServerConnections($id: ID!) {
 
 export const BUILD = `query Build($id: ID!) {
   build(id: $id) {
-    id status version createdAt finishedAt temporalUrl error
-    server { id slug name url status }
+    id serverId status version createdAt finishedAt temporalUrl error
     steps { name status attempts startedAt finishedAt }
   }
 }`;
@@ -57,18 +60,18 @@ export const BUILD_EVENTS_SUB = `subscription BuildEvents($buildId: ID!, $after:
 }`;
 
 export const SERVER_LOGS_SUB = `subscription ServerLogs($serverId: ID!, $tail: Int) {
-  serverLogs(serverId: $serverId, tail: $tail) { at stream line }
+  serverLogs(serverId: $serverId, tail: $tail)
 }`;
 
 export const SERVER_STATUS_SUB = `subscription ServerStatus($serverId: ID!) {
-  serverStatus(serverId: $serverId) { id status url }
+  serverStatus(serverId: $serverId) { serverId status currentVersion latestBuildId latestBuildStatus latestBuildStep }
 }`;
 
 export const PREVIEW_SERVER = `mutation PreviewServer($input: PreviewServerInput!) {
   previewServer(input: $input) {
-    id name description generator expiresAt warnings
+    id name description generator expiresAt warnings allowedHosts
     tools { ${TOOL_FIELDS} }
-    credentials { key label }
+    credentials { key label description usedIn required }
   }
 }`;
 
@@ -78,23 +81,25 @@ export const CREATE_SERVER = `mutation CreateServer($input: CreateServerInput!) 
 
 export const ITERATE_SERVER = `mutation IterateServer($input: IterateServerInput!) {
   iterateServer(input: $input) {
-    id generator
-    tools { ${TOOL_FIELDS} }
-    credentials { key label }
-    diff { added removed changed breaking { tool reason } }
+    preview {
+      id generator warnings expiresAt
+      tools { ${TOOL_FIELDS} }
+      credentials { key label description usedIn required }
+    }
+    diff { added removed changed breaking }
   }
 }`;
 
-export const BUILD_VERSION = `mutation BuildVersion($input: BuildVersionInput!) {
-  buildVersion(input: $input) { id status }
+export const CREATE_SERVER_VERSION = `mutation CreateServerVersion($input: CreateServerVersionInput!) {
+  createServerVersion(input: $input) { server { id } build { id status version } }
 }`;
 
 export const ROLLBACK_SERVER = `mutation Rollback($serverId: ID!, $version: Int!) {
-  rollbackServer(serverId: $serverId, version: $version) { id status }
+  rollbackServer(serverId: $serverId, version: $version) { build { id status version } }
 }`;
 
 export const DELETE_SERVER = `mutation DeleteServer($id: ID!) {
-  deleteServer(id: $id)
+  deleteServer(id: $id) { id status }
 }`;
 
 export const CANCEL_BUILD = `mutation CancelBuild($id: ID!) {
@@ -102,28 +107,27 @@ export const CANCEL_BUILD = `mutation CancelBuild($id: ID!) {
 }`;
 
 export const SET_SECRET = `mutation SetSecret($serverId: ID!, $key: String!, $value: String!) {
-  setServerSecret(serverId: $serverId, key: $key, value: $value)
+  setServerSecret(serverId: $serverId, key: $key, value: $value) { key updatedAt }
 }`;
 
 export const AUDIT_LOG = `query Audit($limit: Int, $action: String, $after: ID) {
   auditLog(limit: $limit, action: $action, after: $after) {
-    id action resourceType resourceId metadata ip at userEmail
+    id action resourceType resourceId userId metadata ip at
   }
+  org { id members { userId email } }
 }`;
 
 export const SETTINGS = `query Settings {
-  org { id name slug plan createdAt
-    members { email role createdAt }
-    apiKeys { id name prefix createdAt lastUsedAt revokedAt }
-    usage { servers builds buildMinutes }
-    quotas { servers builds buildMinutes }
-  }
+  me { id role }
+  org { id name slug plan createdAt members { userId email role joinedAt } }
+  apiKeys { id name prefix userId createdAt lastUsedAt revokedAt }
+  servers { id status }
 }`;
 
 export const CREATE_API_KEY = `mutation CreateApiKey($name: String!) {
-  createApiKey(name: $name) { key apiKey { id name prefix createdAt } }
+  createApiKey(name: $name) { key apiKey { id name prefix userId createdAt lastUsedAt revokedAt } }
 }`;
 
 export const REVOKE_API_KEY = `mutation RevokeApiKey($id: ID!) {
-  revokeApiKey(id: $id)
+  revokeApiKey(id: $id) { id revokedAt }
 }`;

@@ -5,7 +5,7 @@ import { h, replace, pageHead, loading, errorBox, empty, timeEl, field } from '.
 import { navigate } from '../nav.js';
 
 const PAGE = 50;
-const KNOWN_ACTIONS = ['server.preview', 'server.create', 'server.iterate', 'server.rollback', 'server.delete', 'build.cancel', 'secret.set', 'api_key.create', 'api_key.revoke', 'auth.sign_in', 'auth.sign_out'];
+const KNOWN_ACTIONS = ['server.preview', 'server.create', 'server.iterate', 'server.version.create', 'server.rollback', 'server.delete', 'server.secret.set', 'build.cancel', 'api_key.create', 'api_key.revoke', 'auth.sign_in', 'auth.sign_out'];
 
 function href(action, after, trail) {
   const q = new URLSearchParams();
@@ -34,8 +34,11 @@ export async function render(main, ctx, _params, query) {
   replace(main, pageHead('Audit log'), h('p', { class: 'lede' }, 'Who did what in your organization, newest first.'), form, body);
 
   let entries;
+  const emails = new Map();
   try {
-    entries = (await gql(AUDIT_LOG, { limit: PAGE, action: action || null, after: after || null })).auditLog || [];
+    const data = await gql(AUDIT_LOG, { limit: PAGE, action: action || null, after: after || null });
+    entries = data.auditLog || [];
+    for (const m of data.org?.members || []) emails.set(m.userId, m.email);
   } catch (e) {
     if (!ctx.alive) return;
     if (e.code === 'UNAUTHENTICATED') throw e;
@@ -62,7 +65,7 @@ export async function render(main, ctx, _params, query) {
     h('tbody', {}, entries.map((e) => h('tr', { dataset: { id: e.id } },
       h('td', { 'data-label': 'When' }, timeEl(e.at)),
       h('td', { 'data-label': 'Action' }, h('a', { href: `#${href(e.action, '', [])}`, title: `Only ${e.action}` }, h('code', {}, e.action))),
-      h('td', { 'data-label': 'Who' }, e.userEmail || h('span', { class: 'muted' }, 'system')),
+      h('td', { 'data-label': 'Who' }, e.userId ? (emails.get(e.userId) || h('code', {}, String(e.userId).slice(0, 8))) : h('span', { class: 'muted' }, 'system')),
       h('td', { 'data-label': 'Resource' }, e.resourceType, e.resourceId ? [' ', h('code', {}, String(e.resourceId).slice(0, 8))] : null),
       h('td', { 'data-label': 'Details' }, metadata(e.metadata)),
       h('td', { 'data-label': 'IP' }, e.ip || '—')))))), pager());

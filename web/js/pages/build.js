@@ -4,7 +4,7 @@
 // reload or a dropped connection resumes `after: lastSeq` — no gap, no
 // duplicate (lines are also de-duplicated by seq).
 import { gql, ws } from '../graphql.js';
-import { BUILD, BUILD_EVENTS, BUILD_EVENTS_SUB, SERVER_INSTALL, CANCEL_BUILD } from '../queries.js';
+import { BUILD, BUILD_EVENTS, BUILD_EVENTS_SUB, SERVER_BRIEF, SERVER_INSTALL, CANCEL_BUILD } from '../queries.js';
 import { h, replace, pageHead, loading, errorBox, badge, busy, timeEl, shortTime, urlWithCopy, confirmDialog } from '../ui.js';
 import { stepsIndicator } from './wizard.js';
 import { installSnippets } from './install.js';
@@ -69,9 +69,15 @@ export async function render(main, ctx, [buildId]) {
     busy(cancelBtn, cancelErr, async () => { await gql(CANCEL_BUILD, { id: buildId }); }, 'Cancelling…');
   });
 
-  const server = build.server || {};
+  let server = { id: build.serverId };
+  let serverErr = null;
+  try { server = (await gql(SERVER_BRIEF, { id: build.serverId })).server || server; } catch (e) {
+    serverErr = errorBox(e, 'Could not load the server of this build');
+  }
+  if (!ctx.alive) return;
   replace(top,
     isFirstVersion ? stepsIndicator(2) : null,
+    serverErr,
     h('section', { class: 'card', 'aria-labelledby': 'b-h' },
       h('h2', { id: 'b-h', class: 'visually-hidden' }, 'Summary'),
       h('dl', { class: 'facts' },
@@ -161,7 +167,7 @@ export async function render(main, ctx, [buildId]) {
       for (const s of fresh.steps || []) steps.set(s.name, { ...steps.get(s.name), ...s, status: String(s.status || 'pending').toLowerCase() });
       renderSteps();
       renderStatus();
-      if (status === 'SUCCEEDED') await showLive(fresh.server || server);
+      if (status === 'SUCCEEDED') await showLive(server);
       else if (status === 'FAILED') replace(outcome, h('div', { class: 'error-box', role: 'alert' }, h('strong', {}, 'The build failed'), fresh.error || 'See the log above for the step that failed and why.'),
         server.id ? h('p', {}, h('a', { href: `#/servers/${encodeURIComponent(server.id)}` }, 'Go to the server page'), ' to change the description, set secrets or retry.') : null);
       else if (status === 'CANCELLED') replace(outcome, h('p', { class: 'notice' }, 'The build was cancelled.'));

@@ -3,7 +3,7 @@
 // iterate (instruction → diff → new version) and delete.
 import { gql, ws } from '../graphql.js';
 import * as Q from '../queries.js';
-import { h, replace, pageHead, loading, errorBox, empty, badge, busy, timeEl, shortTime, urlWithCopy, toolList, field, confirmDialog } from '../ui.js';
+import { h, replace, pageHead, loading, errorBox, empty, badge, busy, timeEl, urlWithCopy, toolList, field, confirmDialog } from '../ui.js';
 import { installSnippets } from './install.js';
 import { navigate } from '../nav.js';
 
@@ -94,11 +94,11 @@ function logs(el, ctx, server) {
     replace(err);
     unsub = ws.subscribe({ query: Q.SERVER_LOGS_SUB, variables: { serverId: server.id, tail: 200 } }, {
       next: (d) => {
-        const l = d.serverLogs;
-        if (!l) return;
+        const line = d.serverLogs;
+        if (typeof line !== 'string') return;
         state.textContent = 'Streaming.';
         const stick = list.scrollTop + list.clientHeight >= list.scrollHeight - 24;
-        list.appendChild(h('li', { class: l.stream === 'stderr' ? 'error' : '' }, h('span', { class: 'seq' }, shortTime(l.at)), h('span', { class: 'msg' }, l.line)));
+        list.appendChild(h('li', { class: /"level"\s*:\s*"(error|fatal)"|\b(ERROR|Error:)/.test(line) ? 'error' : '' }, h('span', { class: 'msg' }, line)));
         count += 1;
         if (count > MAX) { list.firstElementChild?.remove(); count -= 1; }
         if (stick) list.scrollTop = list.scrollHeight;
@@ -115,7 +115,8 @@ async function connections(el, ctx, server) {
   replace(el, loading('Loading the connection trace…'));
   let trace;
   try {
-    trace = (await gql(Q.SERVER_CONNECTIONS, { id: server.id })).server.connectionTrace || [];
+    // The API lists newest first; each client's steps read oldest first.
+    trace = [...((await gql(Q.SERVER_CONNECTIONS, { id: server.id })).server.connectionTrace || [])].reverse();
   } catch (e) { if (ctx.alive) replace(el, errorBox(e, 'Could not load the connection trace')); return; }
   if (!ctx.alive) return;
   const intro = h('p', { class: 'muted' }, 'Each MCP client’s steps while connecting: discovery, registration, sign-in and consent, token, first call. A failed step says why.');
@@ -146,7 +147,7 @@ async function versions(el, ctx, server) {
   try { data = (await gql(Q.SERVER_VERSIONS, { id: server.id })).server; } catch (e) { if (ctx.alive) replace(el, errorBox(e, 'Could not load the versions')); return; }
   if (!ctx.alive) return;
   const err = h('div');
-  const current = data.currentVersion;
+  const current = data.currentVersion ?? (data.versions || []).find((v) => v.isCurrent)?.version;
   const vs = [...(data.versions || [])].sort((a, b) => b.version - a.version);
   const bs = data.builds || [];
   replace(el,
@@ -178,7 +179,7 @@ function rollbackButton(server, version, err) {
     if (!ok) return;
     busy(btn, err, async () => {
       const res = (await gql(Q.ROLLBACK_SERVER, { serverId: server.id, version })).rollbackServer;
-      if (res?.id) navigate(`/builds/${encodeURIComponent(res.id)}`);
+      if (res?.build?.id) navigate(`/builds/${encodeURIComponent(res.build.id)}`);
       else navigate(`/servers/${encodeURIComponent(server.id)}/versions`);
     }, 'Rolling back…');
   });
@@ -190,36 +191,69 @@ async function secrets(el, ctx, server) {
   let data;
   try { data = (await gql(Q.SERVER_SECRETS, { id: server.id })).server; } catch (e) { if (ctx.alive) replace(el, errorBox(e, 'Could not load the secrets')); return; }
   if (!ctx.alive) return;
-  const setKeys = new Map((data.secrets || []).map((s) => [s.key, s]));
-  const keys = new Map();
-  for (const c of data.credentials || []) keys.set(c.key, c.label || c.key);
-  for (const k of setKeys.keys()) if (!keys.has(k)) keys.set(k, k);
-  const intro = h('p', { class: 'muted' }, 'Credentials are stored encrypted and handed to the server as environment variables. Values are never shown again; you can replace them. The server restarts with the new value on its next deploy.');
-  if (!keys.size) { replace(el, h('h2', {}, 'Secrets'), intro, empty('This server needs no credentials.')); return; }
-  replace(el, h('h2', {}, 'Secrets'), intro, [...keys.entries()].map(([key, label]) => {
-    const isSet = setKeys.get(key);
-    const input = h('input', { type: 'password', autocomplete: 'new-password', spellcheck: 'false', name: `secret-${key}` });
+  const list = h('div', { id: 'secrets-list' });
+  const stored = [...(data.secrets || [])];
+  function renderList() {
+    replace(list, stored.length ? stored.map(secretForm) : empty('No secrets stored for this server.'));
+  }
+  function secretForm(secret) {
+    const input = h('input', { type: 'password', autocomplete: 'new-password', spellcheck: 'false', name: `secret-${secret.key}` });
     const err = h('div');
     const done = h('p', { role: 'status', class: 'hint' });
-    const btn = h('button', { type: 'submit' }, isSet ? 'Replace' : 'Set');
-    const form = h('form', { class: 'card', dataset: { secret: key } },
-      h('h3', {}, label, ' ', isSet ? h('span', { class: 'badge ok' }, 'set') : h('span', { class: 'badge warn' }, 'not set')),
-      h('p', { class: 'hint' }, h('code', {}, key), isSet?.updatedAt ? [' · last changed ', timeEl(isSet.updatedAt)] : null),
-      h('div', { class: 'inline-form' }, field(isSet ? `New value for ${label}` : `Value for ${label}`, input, { required: true }), btn),
+    const btn = h('button', { type: 'submit' }, 'Replace');
+    const updated = h('span', {}, timeEl(secret.updatedAt));
+    const form = h('form', { class: 'card', dataset: { secret: secret.key }, novalidate: true },
+      h('h3', {}, h('code', {}, secret.key), ' ', h('span', { class: 'badge ok' }, 'set')),
+      h('p', { class: 'hint' }, 'Last changed ', updated, '. The value is never shown.'),
+      h('div', { class: 'inline-form' }, field(`New value for ${secret.key}`, input, { required: true }), btn),
       done, err);
     form.addEventListener('submit', (e) => {
       e.preventDefault();
       if (!input.value) { input.setAttribute('aria-invalid', 'true'); input.focus(); return; }
       busy(btn, err, async () => {
-        await gql(Q.SET_SECRET, { serverId: server.id, key, value: input.value });
+        const res = (await gql(Q.SET_SECRET, { serverId: server.id, key: secret.key, value: input.value })).setServerSecret;
         input.value = '';
         input.removeAttribute('aria-invalid');
-        done.textContent = `${label} saved.`;
-        btn.textContent = 'Replace';
+        replace(updated, timeEl(res?.updatedAt));
+        done.textContent = `${secret.key} replaced. The server uses it from its next build.`;
       }, 'Saving…');
     });
     return form;
-  }));
+  }
+  // A new secret: the key is an environment variable name.
+  const keyInput = h('input', { type: 'text', name: 'new-secret-key', autocomplete: 'off', spellcheck: 'false', pattern: '[A-Z][A-Z0-9_]*', maxlength: 64, placeholder: 'API_TOKEN' });
+  const valueInput = h('input', { type: 'password', name: 'new-secret-value', autocomplete: 'new-password', spellcheck: 'false' });
+  const addErr = h('div');
+  const addDone = h('p', { role: 'status', class: 'hint' });
+  const addBtn = h('button', { type: 'submit' }, 'Set secret');
+  const addForm = h('form', { class: 'card', novalidate: true, id: 'add-secret' },
+    h('h3', {}, 'Set a secret'),
+    h('div', { class: 'inline-form' },
+      field('Key', keyInput, { hint: 'A-Z, 0-9 and _, starting with a letter', required: true }),
+      field('Value', valueInput, { required: true }),
+      addBtn),
+    addDone, addErr);
+  addForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const key = keyInput.value.trim().toUpperCase();
+    for (const x of [keyInput, valueInput]) x.removeAttribute('aria-invalid');
+    if (!/^[A-Z][A-Z0-9_]{0,63}$/.test(key)) { keyInput.setAttribute('aria-invalid', 'true'); keyInput.focus(); replace(addErr, h('div', { class: 'error-box', role: 'alert' }, 'The key must look like an environment variable: A-Z, 0-9 and _, starting with a letter.')); return; }
+    if (!valueInput.value) { valueInput.setAttribute('aria-invalid', 'true'); valueInput.focus(); return; }
+    busy(addBtn, addErr, async () => {
+      const res = (await gql(Q.SET_SECRET, { serverId: server.id, key, value: valueInput.value })).setServerSecret;
+      keyInput.value = '';
+      valueInput.value = '';
+      const i = stored.findIndex((x) => x.key === res.key);
+      if (i >= 0) stored[i] = res; else stored.push(res);
+      stored.sort((a, b) => a.key.localeCompare(b.key));
+      renderList();
+      addDone.textContent = `${res.key} saved. The server uses it from its next build.`;
+    }, 'Saving…');
+  });
+  renderList();
+  replace(el, h('h2', {}, 'Secrets'),
+    h('p', { class: 'muted' }, 'Credentials are stored encrypted and handed to the server as environment variables. Values are never shown again; you can replace them. A new value is used from the server’s next build.'),
+    list, addForm);
 }
 
 function iterate(el, ctx, server) {
@@ -236,35 +270,51 @@ function iterate(el, ctx, server) {
     instruction.removeAttribute('aria-invalid');
     replace(result);
     busy(btn, err, async () => {
-      const preview = (await gql(Q.ITERATE_SERVER, { input: { serverId: server.id, instruction: instruction.value.trim() } })).iterateServer;
-      if (ctx.alive) showDiff(result, server, preview);
+      const res = (await gql(Q.ITERATE_SERVER, { input: { serverId: server.id, instruction: instruction.value.trim() } })).iterateServer;
+      if (ctx.alive) await showDiff(result, server, res);
     }, 'Working out the change…');
   });
   replace(el, h('h2', {}, 'Change this server'), form, result);
 }
 
-function showDiff(el, server, preview) {
-  const d = preview.diff || {};
+async function showDiff(el, server, result) {
+  const preview = result.preview;
+  const d = result.diff || {};
   const breaking = d.breaking || [];
   const items = [
     ...(d.added || []).map((n) => h('li', { class: 'added' }, h('span', { class: 'badge ok' }, 'added'), h('code', {}, n))),
     ...(d.removed || []).map((n) => h('li', { class: 'removed' }, h('span', { class: 'badge bad' }, 'removed'), h('code', {}, n))),
     ...(d.changed || []).map((n) => h('li', { class: 'changed' }, h('span', { class: 'badge warn' }, 'changed'), h('code', {}, n))),
   ];
+  // Ask only for credentials the new version adds (stored ones are kept).
+  let storedKeys = new Set();
   const err = h('div');
+  try { storedKeys = new Set(((await gql(Q.SERVER_SECRETS, { id: server.id })).server.secrets || []).map((s) => s.key)); } catch (e) { err.appendChild(errorBox(e, 'Could not check which secrets are stored')); }
+  const newCreds = (preview.credentials || []).filter((c) => !storedKeys.has(c.key)).map((c) => {
+    const input = h('input', { type: 'password', name: `credential-${c.key}`, autocomplete: 'new-password', spellcheck: 'false' });
+    return { c, input, el: field(c.label || c.key, input, { hint: h('span', {}, c.description ? `${c.description} ` : '', 'Stored encrypted as ', h('code', {}, c.key), '.'), required: c.required !== false }) };
+  });
   const btn = h('button', { type: 'button' }, 'Build the new version');
-  btn.addEventListener('click', () => busy(btn, err, async () => {
-    const b = (await gql(Q.BUILD_VERSION, { input: { serverId: server.id, previewId: preview.id } })).buildVersion;
-    navigate(`/builds/${encodeURIComponent(b.id)}`);
-  }, 'Starting the build…'));
+  btn.addEventListener('click', () => {
+    const missing = newCreds.filter((x) => x.c.required !== false && !x.input.value);
+    for (const x of newCreds) x.input.removeAttribute('aria-invalid');
+    if (missing.length) { for (const x of missing) x.input.setAttribute('aria-invalid', 'true'); missing[0].input.focus(); return; }
+    busy(btn, err, async () => {
+      const credentials = newCreds.filter((x) => x.input.value).map((x) => ({ key: x.c.key, value: x.input.value }));
+      const res = (await gql(Q.CREATE_SERVER_VERSION, { input: { serverId: server.id, previewId: preview.id, credentials } })).createServerVersion;
+      navigate(`/builds/${encodeURIComponent(res.build.id)}`);
+    }, 'Starting the build…');
+  });
   replace(el, h('section', { class: 'card', 'aria-labelledby': 'diff-h' },
     h('h3', { id: 'diff-h' }, 'What changes'),
     items.length ? h('ul', { class: 'diff' }, items) : h('p', { class: 'muted' }, 'No tool is added, removed or changed.'),
     breaking.length ? h('div', { class: 'warning-box', role: 'alert' },
       h('strong', {}, `${breaking.length} breaking change${breaking.length > 1 ? 's' : ''} for connected clients`),
-      h('ul', {}, breaking.map((b) => h('li', {}, h('code', {}, b.tool), ': ', b.reason)))) : h('p', {}, 'Nothing here breaks existing clients.'),
+      h('ul', {}, breaking.map((b) => h('li', {}, b)))) : h('p', {}, 'Nothing here breaks existing clients.'),
+    (preview.warnings || []).length ? h('div', { class: 'warning-box', role: 'note' }, h('ul', {}, preview.warnings.map((w) => h('li', {}, w)))) : null,
     h('h3', {}, 'Tools in the new version'),
     toolList(preview.tools, { headingLevel: 'h4' }),
+    newCreds.length ? h('fieldset', {}, h('legend', {}, 'Credentials the new version adds'), newCreds.map((x) => x.el)) : null,
     err,
     h('div', { class: 'actions' }, btn)));
 }

@@ -6,9 +6,9 @@ import { h, replace, pageHead, loading, errorBox, empty, timeEl, field, busy, co
 export async function render(main, ctx) {
   const body = h('div', {}, loading('Loading settings…'));
   replace(main, pageHead('Settings'), body);
-  let org;
+  let data;
   try {
-    org = (await gql(SETTINGS)).org;
+    data = await gql(SETTINGS);
   } catch (e) {
     if (!ctx.alive) return;
     if (e.code === 'UNAUTHENTICATED') throw e;
@@ -16,6 +16,7 @@ export async function render(main, ctx) {
     return;
   }
   if (!ctx.alive) return;
+  const { org } = data;
   const keysSection = h('section', { class: 'card', 'aria-labelledby': 'keys-h', id: 'api-keys' });
   replace(body,
     h('section', { class: 'card', 'aria-labelledby': 'org-h' }, h('h2', { id: 'org-h' }, 'Organization'),
@@ -23,26 +24,30 @@ export async function render(main, ctx) {
         h('dt', {}, 'Name'), h('dd', {}, org.name),
         h('dt', {}, 'Slug'), h('dd', {}, h('code', {}, org.slug)),
         h('dt', {}, 'Plan'), h('dd', {}, org.plan),
+        h('dt', {}, 'Your role'), h('dd', {}, data.me?.role || '—'),
         org.createdAt ? [h('dt', {}, 'Created'), h('dd', {}, timeEl(org.createdAt))] : null)),
-    h('section', { class: 'card', 'aria-labelledby': 'usage-h' }, h('h2', { id: 'usage-h' }, 'Usage and quotas'), usage(org)),
+    h('section', { class: 'card', 'aria-labelledby': 'usage-h', id: 'usage' }, h('h2', { id: 'usage-h' }, 'Usage and quotas'), usage(org, data.servers || [], data.apiKeys || [])),
     h('section', { class: 'card', 'aria-labelledby': 'members-h' }, h('h2', { id: 'members-h' }, 'Members'), members(org.members)),
     keysSection);
-  renderKeys(keysSection, ctx, org.apiKeys || []);
+  renderKeys(keysSection, ctx, data.apiKeys || []);
 }
 
-function usage(org) {
-  const u = org.usage || {};
-  const q = org.quotas || {};
-  const names = [...new Set([...Object.keys(u), ...Object.keys(q)])].filter((k) => k !== '__typename');
-  if (!names.length) return empty('No usage recorded yet.');
-  const label = (k) => k.replace(/([A-Z])/g, ' $1').toLowerCase().replace(/^./, (c) => c.toUpperCase());
-  return h('div', { class: 'table-wrap' }, h('table', { class: 'stack' },
-    h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'What'), h('th', { scope: 'col' }, 'Used'), h('th', { scope: 'col' }, 'Quota'))),
-    h('tbody', {}, names.map((k) => h('tr', {},
-      h('td', { 'data-label': 'What' }, label(k)),
-      h('td', { 'data-label': 'Used' }, u[k] ?? '—'),
-      h('td', { 'data-label': 'Quota' }, q[k] ?? 'unlimited'))))),
-    h('p', { class: 'hint' }, 'Quotas are read-only here; ask the platform operator to change your plan.'));
+function usage(org, servers, keys) {
+  const alive = servers.filter((s) => s.status !== 'DELETED');
+  const count = (st) => alive.filter((s) => s.status === st).length;
+  const rows = [
+    ['Servers', alive.length],
+    ['Live servers', count('LIVE')],
+    ['Building', count('BUILDING')],
+    ['Failed', count('FAILED')],
+    ['Active API keys', keys.filter((k) => !k.revokedAt).length],
+  ];
+  return [
+    h('div', { class: 'table-wrap' }, h('table', { class: 'stack' },
+      h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'What'), h('th', { scope: 'col' }, 'Used'))),
+      h('tbody', {}, rows.map(([k, v]) => h('tr', {}, h('td', { 'data-label': 'What' }, k), h('td', { 'data-label': 'Used' }, String(v))))))),
+    h('p', { class: 'hint' }, `Plan: ${org.plan}. Quotas are read-only here; ask the platform operator to change your plan.`),
+  ];
 }
 
 function members(list) {
@@ -52,7 +57,7 @@ function members(list) {
     h('tbody', {}, list.map((m) => h('tr', {},
       h('td', { 'data-label': 'Email' }, m.email),
       h('td', { 'data-label': 'Role' }, m.role),
-      h('td', { 'data-label': 'Since' }, timeEl(m.createdAt)))))));
+      h('td', { 'data-label': 'Since' }, timeEl(m.joinedAt)))))));
 }
 
 function renderKeys(section, ctx, keys) {
@@ -96,8 +101,8 @@ function renderKeys(section, ctx, keys) {
     b.addEventListener('click', async () => {
       if (!(await confirmDialog(`Revoke “${k.name}”?`, h('p', {}, 'Anything using this key stops working at once. This cannot be undone.'), 'Revoke', { danger: true }))) return;
       busy(b, err, async () => {
-        await gql(REVOKE_API_KEY, { id: k.id });
-        k.revokedAt = new Date().toISOString();
+        const res = (await gql(REVOKE_API_KEY, { id: k.id })).revokeApiKey;
+        k.revokedAt = res?.revokedAt || new Date().toISOString();
         renderList();
       });
     });

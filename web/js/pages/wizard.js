@@ -77,7 +77,7 @@ function renderDescribe(main, ctx, state) {
     const notes = form.querySelector('textarea[name=notes]').value.trim();
     const input = m === 'words'
       ? { description: description.value.trim() }
-      : { openapi: openapi.value, description: notes || null };
+      : { openapi: openapi.value, description: notes };
     errors.textContent = '';
     if (m === 'words' && !input.description) {
       errors.appendChild(h('div', { class: 'error-box', role: 'alert' }, 'Describe what the server should do first.'));
@@ -113,7 +113,9 @@ function renderReview(main, ctx, state) {
   name.value = state.name || preview.name || '';
   const credInputs = creds.map((c) => {
     const input = h('input', { type: 'password', name: `credential-${c.key}`, autocomplete: 'new-password', spellcheck: 'false', dataset: { key: c.key } });
-    return { c, input, el: field(c.label || c.key, input, { hint: h('span', {}, 'Stored encrypted as ', h('code', {}, c.key), c.description ? ` — ${c.description}` : '', '. You can replace it later; it is never shown again.'), required: c.required !== false }) };
+    const hint = h('span', {}, c.description ? `${c.description} ` : '', c.usedIn ? `Used by ${c.usedIn}. ` : '',
+      'Stored encrypted as ', h('code', {}, c.key), '; you can replace it later, it is never shown again.');
+    return { c, input, el: field(c.label || c.key, input, { hint, required: c.required !== false }) };
   });
 
   const submit = h('button', { type: 'submit' }, 'Build this server');
@@ -122,6 +124,7 @@ function renderReview(main, ctx, state) {
     h('section', { class: 'card', 'aria-labelledby': 'tools-h' },
       h('h2', { id: 'tools-h' }, `Tools found (${(preview.tools || []).length})`),
       preview.generator ? h('p', { class: 'muted' }, 'Made by the ', h('strong', {}, String(preview.generator)), ' generator.') : null,
+      (preview.allowedHosts || []).length ? h('p', { class: 'muted' }, 'It may call: ', preview.allowedHosts.map((x, i) => [i ? ', ' : '', h('code', {}, x)])) : null,
       toolList(preview.tools)),
     (preview.warnings || []).length ? h('div', { class: 'warning-box', role: 'note' }, h('strong', {}, 'Warnings'), h('ul', {}, preview.warnings.map((w) => h('li', {}, w)))) : null,
     h('section', { class: 'card', 'aria-labelledby': 'setup-h' },
