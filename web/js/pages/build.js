@@ -4,10 +4,10 @@
 // reload or a dropped connection resumes `after: lastSeq` — no gap, no
 // duplicate (lines are also de-duplicated by seq).
 import { gql, ws } from '../graphql.js';
-import { BUILD, BUILD_EVENTS, BUILD_EVENTS_SUB, SERVER_BRIEF, SERVER_INSTALL, CANCEL_BUILD } from '../queries.js';
+import { BUILD, BUILD_EVENTS, BUILD_EVENTS_SUB, SERVER_BRIEF, CANCEL_BUILD } from '../queries.js';
 import { h, replace, pageHead, loading, errorBox, badge, busy, timeEl, shortTime, urlWithCopy, confirmDialog } from '../ui.js';
 import { stepsIndicator } from './wizard.js';
-import { installSnippets } from './install.js';
+import { installSnippets, loadSnippets } from './install.js';
 
 export const STEP_NAMES = ['generate', 'check', 'bundle', 'deploy', 'smoke', 'cutover'];
 const TERMINAL = { BUILD_SUCCEEDED: 'SUCCEEDED', BUILD_FAILED: 'FAILED', BUILD_CANCELLED: 'CANCELLED' };
@@ -180,7 +180,7 @@ export async function render(main, ctx, [buildId]) {
     replace(outcome, h('section', { class: 'card', 'aria-labelledby': 'live-h', id: 'server-live' },
       h('h2', { id: 'live-h' }, 'Your server is live'), loading('Loading the install snippets…')));
     let inst = null;
-    try { inst = (await gql(SERVER_INSTALL, { id: srv.id })).server; } catch (e) {
+    try { inst = await loadSnippets(srv); } catch (e) {
       if (ctx.alive) outcome.querySelector('section').lastChild.replaceWith(errorBox(e, 'Could not load the install snippets'));
       return;
     }
@@ -190,7 +190,7 @@ export async function render(main, ctx, [buildId]) {
       h('p', {}, 'Connect any MCP client to this URL; it signs in with OAuth the first time.'),
       h('p', {}, urlWithCopy(inst.url || srv.url, 'Copy URL')),
       h('p', {}, h('a', { href: `#/servers/${encodeURIComponent(srv.id)}` }, 'Open the server page'), ' for its tools, logs, versions and secrets.'),
-      installSnippets(inst.installSnippets, 'h3')));
+      installSnippets(inst.snippets, 'h3')));
   }
 
   // While the WebSocket is down (a proxy that refuses upgrades, a flaky

@@ -4,7 +4,7 @@
 import { gql, ws } from '../graphql.js';
 import * as Q from '../queries.js';
 import { h, replace, pageHead, loading, errorBox, empty, badge, busy, timeEl, urlWithCopy, toolList, field, confirmDialog } from '../ui.js';
-import { installSnippets } from './install.js';
+import { installSnippets, loadSnippets } from './install.js';
 import { navigate } from '../nav.js';
 
 const TABS = [
@@ -71,8 +71,8 @@ async function overview(el, ctx, server) {
     h('section', { class: 'card', 'aria-labelledby': 'tools-h', id: 'server-tools' },
       h('h2', { id: 'tools-h' }, `Tools (${(server.tools || []).length})`), toolList(server.tools)));
   try {
-    const inst = (await gql(Q.SERVER_INSTALL, { id: server.id })).server;
-    if (ctx.alive) replace(snippets, h('p', {}, 'Add this server to your MCP client; the client signs in with OAuth the first time it connects.'), installSnippets(inst.installSnippets, 'h3'));
+    const inst = await loadSnippets(server);
+    if (ctx.alive) replace(snippets, h('p', {}, 'Add this server to your MCP client; the client signs in with OAuth the first time it connects.'), installSnippets(inst.snippets, 'h3'));
   } catch (e) {
     if (ctx.alive) replace(snippets, errorBox(e, 'Could not load the install snippets'));
   }
