@@ -40,10 +40,12 @@ export async function render(main, ctx, [serverId, tab = '']) {
   document.title = `${title} — ${tabLabel} · BuildMyMCP`;
 
   const statusEl = h('span', { id: 'server-status', role: 'status' }, badge(server.status));
+  const latestEl = h('dd', { id: 'latest-build' }, '—');
   const summary = h('div', { class: 'card' }, h('dl', { class: 'facts' },
     h('dt', {}, 'Status'), h('dd', {}, statusEl),
     h('dt', {}, 'URL'), h('dd', { id: 'server-url' }, urlWithCopy(server.url, 'Copy URL')),
-    server.currentVersion != null ? [h('dt', {}, 'Version'), h('dd', {}, String(server.currentVersion))] : null,
+    server.currentVersion != null ? [h('dt', {}, 'Version'), h('dd', { id: 'current-version' }, String(server.currentVersion))] : null,
+    h('dt', {}, 'Latest build'), latestEl,
     server.description ? [h('dt', {}, 'Description'), h('dd', {}, server.description)] : null));
 
   const tabs = h('nav', { class: 'tabs', 'aria-label': 'Server sections' }, h('ul', {}, TABS.map(([k, label]) =>
@@ -53,7 +55,16 @@ export async function render(main, ctx, [serverId, tab = '']) {
 
   // Status changes (a build going live, a container failing) show up live.
   const unsubStatus = ws.subscribe({ query: Q.SERVER_STATUS_SUB, variables: { serverId: server.id } }, {
-    next: (d) => { if (d.serverStatus) replace(statusEl, badge(d.serverStatus.status)); },
+    next: (d) => {
+      const s = d.serverStatus;
+      if (!s) return;
+      replace(statusEl, badge(s.status));
+      if (s.latestBuildId) {
+        replace(latestEl, h('a', { href: `#/builds/${encodeURIComponent(s.latestBuildId)}` }, 'build ', h('code', {}, String(s.latestBuildId).slice(0, 8))),
+          ' ', badge(s.latestBuildStatus),
+          s.latestBuildStep && !['SUCCEEDED', 'CANCELLED'].includes(s.latestBuildStatus) ? ` at ${s.latestBuildStep}` : '');
+      }
+    },
     error: (e) => console.warn('serverStatus subscription:', e.message),
   });
   ctx.onDispose(unsubStatus);
