@@ -68,6 +68,31 @@ async function checkA11y(where) {
     if (h1 !== 1) out.push(`${h1} h1 elements (want exactly one)`);
     if (!document.querySelector('main')) out.push('no <main> landmark');
     if (!document.documentElement.lang) out.push('no lang on <html>');
+    // Text contrast (WCAG AA): 4.5:1, or 3:1 for large text; disabled controls are exempt.
+    const rgba = (c) => { const m = c.match(/[\d.]+/g) || [0, 0, 0, 0]; return [Number(m[0]), Number(m[1]), Number(m[2]), m[3] === undefined ? 1 : Number(m[3])]; };
+    const lum = ([r, g, b]) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }; return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+    const bgOf = (el) => {
+      for (let n = el; n && n.nodeType === 1; n = n.parentElement) {
+        const c = rgba(getComputedStyle(n).backgroundColor);
+        if (c[3] > 0.5) return c;
+      }
+      return [255, 255, 255, 1];
+    };
+    const seen = new Set();
+    for (const el of document.querySelectorAll('body *')) {
+      if (!visible(el) || el.closest('[disabled], [aria-hidden="true"], .visually-hidden, noscript')) continue;
+      const text = [...el.childNodes].filter((n) => n.nodeType === 3).map((n) => n.textContent).join('').trim();
+      if (!text) continue;
+      const cs = getComputedStyle(el);
+      const fg = rgba(cs.color);
+      const bg = bgOf(el);
+      const [l1, l2] = [lum(fg), lum(bg)].sort((a, b) => b - a);
+      const ratio = (l1 + 0.05) / (l2 + 0.05);
+      const size = parseFloat(cs.fontSize);
+      const large = size >= 24 || (size >= 18.66 && Number(cs.fontWeight) >= 700);
+      const key = `${cs.color}|${bg}`;
+      if (ratio < (large ? 3 : 4.5) && !seen.has(key)) { seen.add(key); out.push(`contrast ${ratio.toFixed(2)}:1 for "${text.slice(0, 30)}" (${cs.color} on rgb(${bg.slice(0, 3)}))`); }
+    }
     const ids = new Map();
     for (const el of document.querySelectorAll('[id]')) ids.set(el.id, (ids.get(el.id) || 0) + 1);
     for (const [id, n] of ids) if (n > 1) out.push(`id "${id}" used ${n} times`);
