@@ -43,15 +43,29 @@ export function field(labelText, input, { hint, required } = {}) {
     input, hintEl);
 }
 
+const TITLES = {
+  BAD_USER_INPUT: 'Please check what you entered',
+  UNAUTHENTICATED: 'You are signed out',
+  FORBIDDEN: 'You are not allowed to do this',
+  NOT_FOUND: 'Not found',
+  RATE_LIMITED: 'Too many requests',
+  INTERNAL: 'The platform hit an internal error',
+  NETWORK: 'Could not reach the API',
+};
+
 /** An API error in words: its message and code, never swallowed. */
-export function errorBox(err, title = 'Something went wrong') {
+export function errorBox(err, title) {
   const errors = err?.errors || [{ message: err?.message || String(err) }];
+  const code = errors[0]?.extensions?.code;
   return h('div', { class: 'error-box', role: 'alert' },
-    h('strong', {}, title),
+    h('strong', {}, title || TITLES[code] || 'Something went wrong'),
     errors.map((e) => h('p', { style: 'margin:.25rem 0 0' }, e.message,
       e.extensions?.code ? [' ', h('code', {}, e.extensions.code)] : null,
       e.extensions?.field ? [' (field ', h('code', {}, e.extensions.field), ')'] : null,
-      e.path ? h('span', { class: 'visually-hidden' }, ` at ${e.path.join('.')}`) : null)));
+      e.extensions?.retryAfter ? ` Try again in ${e.extensions.retryAfter} s.` : null,
+      e.extensions?.correlationId ? [' Reference ', h('code', {}, e.extensions.correlationId), ' (give it to the operator).'] : null,
+      e.path ? h('span', { class: 'visually-hidden' }, ` at ${e.path.join('.')}`) : null)),
+    code === 'UNAUTHENTICATED' ? h('p', { style: 'margin:.25rem 0 0' }, h('a', { href: `/auth/sign-in?redirect=${encodeURIComponent(`/${location.hash}`)}` }, 'Sign in again')) : null);
 }
 
 export function loading(what = 'Loading…') { return h('p', { class: 'loading', role: 'status' }, what); }
@@ -121,6 +135,23 @@ export function pageHead(title, ...extra) {
   return h('div', { class: 'page-head' }, h('h1', { tabindex: '-1' }, title), extra.length ? h('div', { class: 'actions', style: 'margin:0' }, ...extra) : null);
 }
 
+/**
+ * Marks the inputs an API error names (`extensions.field`, e.g.
+ * `input.description`) as invalid and focuses the first one.
+ * `fields` maps a field path (or its prefix) to an input element.
+ */
+export function markInvalid(err, fields) {
+  let first = null;
+  for (const e of err?.errors || []) {
+    const f = e.extensions?.field;
+    if (!f) continue;
+    const key = Object.keys(fields).find((k) => f === k || f.startsWith(`${k}.`) || f.startsWith(`${k}[`));
+    const el = key && fields[key];
+    if (el) { el.setAttribute('aria-invalid', 'true'); first = first || el; }
+  }
+  if (first) first.focus();
+}
+
 /** Runs an async action from a button: disables it, shows errors in `errorSlot`. */
 export async function busy(button, errorSlot, fn, busyText) {
   const old = button.textContent;
@@ -130,8 +161,9 @@ export async function busy(button, errorSlot, fn, busyText) {
   try {
     return await fn();
   } catch (e) {
-    if (errorSlot) errorSlot.appendChild(errorBox(e));
-    else throw e;
+    if (!errorSlot) throw e;
+    errorSlot.appendChild(errorBox(e));
+    if (errorSlot.onApiError) errorSlot.onApiError(e);
     return undefined;
   } finally {
     button.disabled = false;

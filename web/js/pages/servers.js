@@ -1,6 +1,6 @@
 // Servers: every server of the org with its status and URL.
-import { gql } from '../graphql.js';
-import { SERVERS } from '../queries.js';
+import { gql, ws } from '../graphql.js';
+import { SERVERS, SERVER_STATUS_SUB } from '../queries.js';
 import { h, replace, pageHead, loading, errorBox, empty, badge, urlWithCopy, timeEl } from '../ui.js';
 
 export async function render(main, ctx) {
@@ -30,7 +30,18 @@ export async function render(main, ctx) {
       h('th', { scope: 'col' }, 'URL'), h('th', { scope: 'col' }, 'Updated'))),
     h('tbody', {}, servers.map((s) => h('tr', { dataset: { serverId: s.id } },
       h('td', { 'data-label': 'Name' }, h('a', { href: `#/servers/${encodeURIComponent(s.id)}` }, s.name || s.slug), h('div', { class: 'muted' }, h('code', {}, s.slug))),
-      h('td', { 'data-label': 'Status' }, badge(s.status)),
+      h('td', { 'data-label': 'Status', dataset: { statusOf: s.id } }, badge(s.status)),
       h('td', { 'data-label': 'URL' }, urlWithCopy(s.url, 'Copy URL')),
       h('td', { 'data-label': 'Updated' }, timeEl(s.updatedAt || s.createdAt))))))));
+  // Servers still building update in place as their builds go.
+  for (const s of servers.filter((x) => x.status === 'BUILDING')) {
+    const unsub = ws.subscribe({ query: SERVER_STATUS_SUB, variables: { serverId: s.id } }, {
+      next: (d) => {
+        const cell = body.querySelector(`[data-status-of="${CSS.escape(s.id)}"]`);
+        if (cell && d.serverStatus) replace(cell, badge(d.serverStatus.status), d.serverStatus.latestBuildStep && d.serverStatus.status === 'BUILDING' ? h('span', { class: 'muted' }, ` ${d.serverStatus.latestBuildStep}`) : null);
+      },
+      error: (e) => console.warn('serverStatus:', e.message),
+    });
+    ctx.onDispose(unsub);
+  }
 }

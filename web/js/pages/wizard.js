@@ -3,7 +3,7 @@
 // (3) createServer, then the build page (#/builds/<id>) shows live progress.
 import { gql } from '../graphql.js';
 import { PREVIEW_SERVER, CREATE_SERVER } from '../queries.js';
-import { h, replace, pageHead, errorBox, field, busy, toolList, uid } from '../ui.js';
+import { h, replace, pageHead, field, busy, toolList, uid, markInvalid } from '../ui.js';
 import { navigate } from '../nav.js';
 
 const STORE = 'bmm.wizard';
@@ -90,6 +90,7 @@ function renderDescribe(main, ctx, state) {
       file.focus();
       return;
     }
+    errors.onApiError = (err) => markInvalid(err, { 'input.description': m === 'words' ? description : form.querySelector('textarea[name=notes]'), 'input.openapi': openapi });
     busy(submit, errors, async () => {
       const data = await gql(PREVIEW_SERVER, { input });
       const next = { mode: m, description: description.value, openapi: openapi.value, notes, preview: data.previewServer, previewAt: Date.now() };
@@ -151,11 +152,16 @@ function renderReview(main, ctx, state) {
     }
     state.name = name.value;
     save({ ...state, preview });
+    const given = credInputs.filter((x) => x.input.value);
+    const byField = { 'input.name': name };
+    given.forEach((x, i) => { byField[`input.credentials[${i}]`] = x.input; });
+    if (credInputs[0]) byField['input.credentials'] = credInputs[0].input;
+    errors.onApiError = (err) => markInvalid(err, byField);
     busy(submit, errors, async () => {
       const input = {
         previewId: preview.id,
         name: name.value.trim(),
-        credentials: credInputs.filter((x) => x.input.value).map((x) => ({ key: x.c.key, value: x.input.value })),
+        credentials: given.map((x) => ({ key: x.c.key, value: x.input.value })),
       };
       const data = await gql(CREATE_SERVER, { input });
       sessionStorage.removeItem(STORE);
