@@ -165,7 +165,12 @@ export class WsClient {
       for (const sub of this.subs.values()) sub.opId = null;
       if (this.subs.size === 0) { this.setState('idle'); return; }
       if (FATAL_CLOSE_CODES.has(ev.code)) {
-        const err = new ApiError([{ message: CLOSE_MESSAGES[ev.code] || `The subscription was closed (${ev.code} ${ev.reason}).`, extensions: { code: ev.code === 4401 ? 'UNAUTHENTICATED' : ev.code === 4403 ? 'FORBIDDEN' : `WS_${ev.code}` } }]);
+        // The API closes with 4403 and a reason such as "UNAUTHENTICATED: …" when connection_init is refused.
+        const reason = (ev.reason || '').trim();
+        const named = reason.match(/^(UNAUTHENTICATED|FORBIDDEN|RATE_LIMITED)\b/);
+        const wsCode = named ? named[1] : ev.code === 4401 ? 'UNAUTHENTICATED' : ev.code === 4403 ? 'FORBIDDEN' : `WS_${ev.code}`;
+        const message = reason ? `${CLOSE_MESSAGES[ev.code] || 'The live connection was closed.'} (${reason})` : CLOSE_MESSAGES[ev.code] || `The live connection was closed (${ev.code}).`;
+        const err = new ApiError([{ message, extensions: { code: wsCode } }]);
         const sinks = [...this.subs.values()].map((s) => s.sink);
         this.subs.clear();
         this.setState('failed', err.message);
