@@ -208,7 +208,7 @@ test('dashboard: sign in, build a server through the wizard, see it live', { ski
   });
 
   await t.test('build: live steps and log survive a dropped connection and a reload', async () => {
-    await page.locator('#build-log li[data-seq]').first().waitFor({ timeout: 60_000 });
+    await page.locator('#build-log li[data-seq]').first().waitFor({ timeout: BUILD_TIMEOUT });
     await checkA11y('build page');
     await shot('build-running');
     const terminal = () => page.$eval('#build-status', (el) => ['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(el.dataset.status));
