@@ -1,1 +1,13 @@
-//! TODO
+//! Identity and the OAuth 2.1 authorization server: magic-link sign-in,
+//! sessions, orgs, API keys, RS256 signing keys with rotation and the JWKS,
+//! access-token minting and verification, the connection trace, and install
+//! snippets.
+//!
+//! This crate knows nothing of GraphQL; it must not touch servers' builds or
+//! deployments (it only reads `servers` to check an OAuth `resource`).
+
+pub mod error;
+pub mod identity;
+pub mod principal;
+
+pub use error::AuthError;
