@@ -1,1 +1,113 @@
-fn main() {}
+//! `bmm`: the one binary of BuildMyMCP. It wires the crates together and holds
+//! no logic of its own: every subcommand calls into a library crate.
+
+mod doctor;
+mod telemetry;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use bmm_core::Config;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "bmm", version, about = "BuildMyMCP: describe tools, get a deployed, OAuth-protected MCP server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// API, gateway and build worker in one process, for local use.
+    Dev,
+    /// The API: GraphQL, OAuth, gateway and dashboard.
+    Api,
+    /// The build worker (Temporal activities and workflows).
+    Worker,
+    /// Apply pending database migrations.
+    Migrate {
+        /// Revert every migration instead (destroys all data).
+        #[arg(long)]
+        down_all: bool,
+    },
+    /// Check PostgreSQL, Temporal, Docker, the node toolchain and the runtime image.
+    Doctor,
+    /// Organisations.
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
+    /// Sign-in.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrgCommand {
+    /// Print a new API key (`bmm_…`) for EMAIL's org, creating the user and org when missing.
+    CreateApiKey {
+        #[arg(long)]
+        email: String,
+        /// A name that tells this key apart in the dashboard.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Print a sign-in URL for EMAIL (for operators and scripts).
+    MagicLink {
+        #[arg(long)]
+        email: String,
+        /// Where to land after signing in (a path on the dashboard).
+        #[arg(long)]
+        next: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprint!("bmm: {e}");
+            return ExitCode::from(78); // EX_CONFIG
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = runtime.block_on(run(cli.command, config));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bmm: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, cfg: Arc<Config>) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Doctor => Ok(doctor::run(&cfg).await),
+        Command::Migrate { down_all } => {
+            let done = if down_all {
+                bmm_db::migrate::revert_all(&cfg.database_url).await?
+            } else {
+                bmm_db::migrate::run_pending(&cfg.database_url).await?
+            };
+            if done.is_empty() {
+                println!("database is up to date");
+            }
+            for v in done {
+                println!("{} {v}", if down_all { "reverted" } else { "applied" });
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Org { .. } | Command::Auth { .. } | Command::Dev | Command::Api | Command::Worker => {
+            anyhow::bail!("not wired yet")
+        }
+    }
+}

@@ -95,7 +95,7 @@ async fn seed_build(c: &mut diesel_async::AsyncPgConnection) -> (Uuid, Uuid) {
 async fn event_seq_is_dense_under_concurrent_writers() {
     let db = TestDb::new().await;
     let pool = db.pool();
-    let (org, build) = seed_build(&mut *pool.get().await.unwrap()).await;
+    let (org, build) = seed_build(&mut pool.get().await.unwrap()).await;
     let mut tasks = Vec::new();
     for w in 0..4 {
         let pool = pool.clone();

@@ -1,0 +1,91 @@
+//! The CLI as a user meets it: exit codes and messages.
+
+use std::process::{Command, Output};
+
+use bmm_db::testing::TestDb;
+
+fn bmm(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bmm"));
+    cmd.args(args);
+    // Start from a clean slate: no BMM_* from the developer's shell.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("BMM_") || k == "ANTHROPIC_API_KEY" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("BMM_CONFIG", "/nonexistent/bmm.toml");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("bmm runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn unknown_subcommand_is_a_usage_error() {
+    let o = bmm(&["frobnicate"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("unrecognized subcommand 'frobnicate'"), "{}", text(&o));
+}
+
+#[test]
+fn missing_argument_is_a_usage_error() {
+    let o = bmm(&["org", "create-api-key"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("--email"), "{}", text(&o));
+}
+
+#[test]
+fn bad_configuration_names_every_problem() {
+    let o = bmm(&["doctor"], &[("BMM_LISTEN", "nowhere"), ("BMM_TEMPORAL_ADDRESS", "not a url")]);
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("BMM_LISTEN") && t.contains("BMM_TEMPORAL_ADDRESS"), "{t}");
+    assert!(t.contains("2 problem(s)"), "{t}");
+}
+
+#[tokio::test]
+async fn migrate_applies_then_reports_up_to_date() {
+    let db = TestDb::empty().await;
+    let first = bmm(&["migrate"], &[("BMM_DATABASE_URL", &db.url)]);
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(text(&first).contains("applied 20261126000001"), "{}", text(&first));
+    let second = bmm(&["migrate"], &[("BMM_DATABASE_URL", &db.url)]);
+    assert!(text(&second).contains("database is up to date"), "{}", text(&second));
+}
+
+#[tokio::test]
+async fn doctor_names_the_missing_component_and_its_fix() {
+    let db = TestDb::new().await;
+    let toolchain = std::env::var("BMM_TOOLCHAIN_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../.bmm/toolchain").into());
+    // Nothing listens on port 1: Temporal is "missing".
+    let o = bmm(
+        &["doctor"],
+        &[
+            ("BMM_DATABASE_URL", &db.url),
+            ("BMM_TEMPORAL_ADDRESS", "http://127.0.0.1:1"),
+            ("BMM_TOOLCHAIN_DIR", &toolchain),
+        ],
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("FAIL  Temporal"), "{t}");
+    assert!(t.contains("fix: scripts/stack.sh temporal"), "{t}");
+    assert!(t.contains("ok    PostgreSQL"), "{t}");
+    // A missing toolchain folder and runtime image are named too.
+    let o = bmm(
+        &["doctor"],
+        &[
+            ("BMM_DATABASE_URL", &db.url),
+            ("BMM_TOOLCHAIN_DIR", "/nonexistent"),
+            ("BMM_RUNTIME_IMAGE", "bmm-no-such-image:0"),
+        ],
+    );
+    let t = text(&o);
+    assert!(t.contains("FAIL  node toolchain") && t.contains("fix: scripts/stack.sh toolchain"), "{t}");
+    assert!(t.contains("FAIL  runtime image") && t.contains("bmm-no-such-image:0 is missing"), "{t}");
+}
