@@ -1,1 +1,737 @@
-//! Docker through bollard (see docs/ARCHITECTURE.md).
+//! Docker through bollard (see docs/ARCHITECTURE.md): the image of a server
+//! version (runtime image + bundle), its hardened container, removal, logs.
+//!
+//! Every call is idempotent where a retried activity needs it: a deploy that
+//! finds its container adopts it. Environment values (credentials) go to Docker
+//! only; they never appear in an error, an event or a log line.
+
+mod tar;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    BuildImageOptions, CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+};
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt, TryStreamExt};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+/// The port a generated server listens on inside its container.
+pub const CONTAINER_PORT: u16 = 8080;
+/// Where the platform's JWKS folder is mounted inside the container.
+pub const JWKS_MOUNT: &str = "/etc/bmm/jwks";
+/// The label every container and image this platform makes carries.
+pub const MANAGED_LABEL: &str = "bmm.managed";
+/// Repository of the per-bundle images.
+pub const IMAGE_REPOSITORY: &str = "bmm-server";
+
+/// How long a request may wait for Docker's response headers (a stop waits for its grace period).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a new container gets to answer `/healthz`.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Log lines quoted when a container fails at start.
+const FAILURE_LOG_LINES: usize = 30;
+const PIDS_LIMIT: i64 = 256;
+const TMP_SIZE: &str = "64m";
+const RESTART_ATTEMPTS: i64 = 3;
+/// Variables the platform sets itself; a spec credential may not override them.
+const RESERVED_ENV: &[&str] = &["PORT", "BMM_JWKS_FILE", "NODE_OPTIONS", "NODE_ENV", "HOME", "PATH"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    /// The Docker daemon could not be reached; retrying later may succeed.
+    #[error("Docker is unavailable: {0}")]
+    Unavailable(String),
+    /// This deploy failed (the image did not build, the container did not start, …).
+    #[error("{0}")]
+    Failed(String),
+    /// The request itself is wrong; retrying will not help.
+    #[error("bad deploy request: {0}")]
+    BadRequest(String),
+}
+
+impl DockerError {
+    /// Whether an activity should retry: only when Docker itself was unreachable.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, DockerError::Unavailable(_))
+    }
+}
+
+/// What one deploy needs. `Debug` leaves the environment values out.
+#[derive(Clone)]
+pub struct DeploySpec {
+    pub org_id: Uuid,
+    pub server_id: Uuid,
+    pub build_id: Uuid,
+    pub version: i32,
+    pub slug: String,
+    /// The bundled server (one ESM file), run as `node /app/server.mjs`.
+    pub bundle: Vec<u8>,
+    /// `sha256:<hex>` of `bundle`.
+    pub bundle_digest: String,
+    /// Credentials and platform settings (`BMM_SERVER_URL`, `BMM_ISSUER`, …); never logged.
+    pub env: Vec<(String, String)>,
+    /// Host folder holding `jwks.json`, mounted read-only at [`JWKS_MOUNT`].
+    pub jwks_dir: PathBuf,
+}
+
+impl std::fmt::Debug for DeploySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeploySpec")
+            .field("org_id", &self.org_id)
+            .field("server_id", &self.server_id)
+            .field("build_id", &self.build_id)
+            .field("version", &self.version)
+            .field("slug", &self.slug)
+            .field("bundle_len", &self.bundle.len())
+            .field("bundle_digest", &self.bundle_digest)
+            .field("env_keys", &self.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+            .field("jwks_dir", &self.jwks_dir)
+            .finish()
+    }
+}
+
+/// A running, healthy container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployedContainer {
+    pub id: String,
+    pub name: String,
+    /// Image id (`sha256:…`) the container runs.
+    pub image_id: String,
+    /// Image tag (`bmm-server:…`).
+    pub image_tag: String,
+    /// Where the published port is reached (`cfg.container_host`).
+    pub host: String,
+    pub port: u16,
+    /// Whether a container this build made before was found and reused.
+    pub adopted: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub stream: LogStream,
+    pub line: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A container of one server, as `list_server_containers` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerContainer {
+    pub id: String,
+    pub name: String,
+    pub build_id: Option<Uuid>,
+    pub version: Option<i32>,
+    /// Docker's state: `running`, `exited`, `restarting`, …
+    pub state: String,
+    pub image_id: String,
+}
+
+/// The container name of a build: `bmm-<slug>-v<version>-<first 8 of build id>`.
+pub fn container_name(slug: &str, version: i32, build_id: Uuid) -> String {
+    let short = &build_id.simple().to_string()[..8];
+    format!("bmm-{slug}-v{version}-{short}")
+}
+
+/// A handle on the Docker daemon. The connection is made (and the API version
+/// negotiated) on first use, so a worker starts while Docker is down and its
+/// deploys retry until Docker is back.
+#[derive(Clone)]
+pub struct Docker {
+    host: String,
+    runtime_image: String,
+    container_host: String,
+    memory_bytes: i64,
+    nano_cpus: i64,
+    client: Arc<Mutex<Option<bollard::Docker>>>,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Docker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Docker").field("host", &self.host).field("runtime_image", &self.runtime_image).finish()
+    }
+}
+
+impl Docker {
+    /// Check the settings; the daemon is contacted on first use.
+    pub fn connect(cfg: &bmm_core::Config) -> Result<Docker, DockerError> {
+        let host = cfg.docker_host.trim().to_owned();
+        if !(host.starts_with("unix://") || host.starts_with("tcp://") || host.starts_with("http://")) {
+            return Err(DockerError::BadRequest(format!(
+                "BMM_DOCKER_HOST must start with unix:// or tcp:// (got {host:?})"
+            )));
+        }
+        if cfg.container_memory_mib < 32 {
+            return Err(DockerError::BadRequest(format!(
+                "container memory limit {} MiB is below the 32 MiB node needs",
+                cfg.container_memory_mib
+            )));
+        }
+        if !(cfg.container_cpus > 0.0 && cfg.container_cpus.is_finite()) {
+            return Err(DockerError::BadRequest(format!("container CPU limit {} is not positive", cfg.container_cpus)));
+        }
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| DockerError::BadRequest(format!("HTTP client: {e}")))?;
+        Ok(Docker {
+            host,
+            runtime_image: cfg.runtime_image.clone(),
+            container_host: cfg.container_host.clone(),
+            memory_bytes: cfg.container_memory_mib * 1024 * 1024,
+            nano_cpus: (cfg.container_cpus * 1e9) as i64,
+            client: Arc::new(Mutex::new(None)),
+            http,
+        })
+    }
+
+    /// The connected client, made and negotiated once.
+    async fn client(&self) -> Result<bollard::Docker, DockerError> {
+        let mut guard = self.client.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let timeout = REQUEST_TIMEOUT.as_secs();
+        // Start at the newest Engine API bollard knows; negotiation comes down
+        // to the daemon's when it is older (Docker 20.10 speaks 1.41).
+        let raw = if self.host.starts_with("unix://") {
+            bollard::Docker::connect_with_unix(&self.host, timeout, bollard::API_DEFAULT_VERSION)
+        } else {
+            bollard::Docker::connect_with_http(&self.host, timeout, bollard::API_DEFAULT_VERSION)
+        }
+        .map_err(|e| unavailable(&self.host, e))?;
+        let negotiated = raw.negotiate_version().await.map_err(|e| unavailable(&self.host, e))?;
+        *guard = Some(negotiated.clone());
+        Ok(negotiated)
+    }
+
+    /// Fails with `Unavailable` when the daemon does not answer.
+    pub async fn ping(&self) -> Result<(), DockerError> {
+        let c = self.client().await?;
+        c.ping().await.map_err(|e| self.map_err(e, "ping"))?;
+        Ok(())
+    }
+
+    /// Build (or reuse) the image of the bundle, then create (or adopt) and start
+    /// the hardened container and wait until it answers `/healthz`.
+    pub async fn deploy(&self, spec: &DeploySpec) -> Result<DeployedContainer, DockerError> {
+        validate(spec)?;
+        let c = self.client().await?;
+        let (image_tag, image_id) = self.ensure_image(&c, spec).await?;
+        let name = container_name(&spec.slug, spec.version, spec.build_id);
+
+        let mut adopted = false;
+        let mut existing = self.inspect(&c, &name).await?;
+        if let Some(found) = &existing {
+            let labels = found.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
+            if labels.get("bmm.build").map(String::as_str) != Some(spec.build_id.to_string().as_str()) {
+                return Err(DockerError::BadRequest(format!(
+                    "a container named {name} exists but belongs to another build; remove it first"
+                )));
+            }
+            if found.image.as_deref() != Some(image_id.as_str()) {
+                tracing::info!(container = %name, "existing container runs another image; recreating it");
+                self.remove(&name).await?;
+                existing = None;
+            } else {
+                adopted = true;
+            }
+        }
+        if existing.is_none() {
+            match c.create_container(Some(create_options(&name)), self.container_body(spec, &image_tag)).await {
+                Ok(_) => {}
+                // Another attempt of this deploy created it meanwhile: adopt it.
+                Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => adopted = true,
+                Err(e) => return Err(self.map_err(e, "create the container")),
+            }
+        }
+
+        let info = self
+            .inspect(&c, &name)
+            .await?
+            .ok_or_else(|| DockerError::Failed(format!("container {name} disappeared right after it was created")))?;
+        let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+        if !running && let Err(e) = c.start_container(&name, None::<StartContainerOptions>).await {
+            let err = self.map_err(e, "start the container");
+            if let DockerError::Failed(msg) = err {
+                let logs = self.tail_text(&name, FAILURE_LOG_LINES).await;
+                let _ = self.remove(&name).await;
+                return Err(DockerError::Failed(with_logs(format!("the container did not start: {msg}"), &logs)));
+            }
+            return Err(err);
+        }
+        let deployed = match self.wait_healthy(&c, &name).await {
+            Ok(d) => d,
+            Err(DockerError::Failed(msg)) => {
+                // A container that fails at start is removed, so a retry starts clean.
+                let _ = self.remove(&name).await;
+                return Err(DockerError::Failed(msg));
+            }
+            Err(e) => return Err(e),
+        };
+        tracing::info!(container = %name, port = deployed.1, adopted, image = %image_tag, "container is healthy");
+        Ok(DeployedContainer {
+            id: deployed.0,
+            name,
+            image_id,
+            image_tag,
+            host: self.container_host.clone(),
+            port: deployed.1,
+            adopted,
+        })
+    }
+
+    /// Remove every container of a build (by label), running or not; returns how many.
+    pub async fn remove_build(&self, build_id: Uuid) -> Result<usize, DockerError> {
+        let c = self.client().await?;
+        let filters = HashMap::from([("label".to_owned(), vec![format!("bmm.build={build_id}")])]);
+        let list = c
+            .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
+            .await
+            .map_err(|e| self.map_err(e, "list containers"))?;
+        let mut removed = 0;
+        for summary in list {
+            if let Some(id) = summary.id {
+                self.remove(&id).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Stop a container with SIGTERM, then SIGKILL after `grace`. A missing or
+    /// already stopped container is fine.
+    pub async fn stop(&self, name: &str, grace: Duration) -> Result<(), DockerError> {
+        let c = self.client().await?;
+        let t = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX).min(600);
+        match c.stop_container(name, Some(StopContainerOptions { t: Some(t), signal: None })).await {
+            Ok(()) => Ok(()),
+            Err(BollardError::DockerResponseServerError { status_code: 304 | 404, .. }) => Ok(()),
+            Err(e) => Err(self.map_err(e, "stop the container")),
+        }
+    }
+
+    /// Remove a container (killing it if it runs). A missing container is fine.
+    pub async fn remove(&self, name: &str) -> Result<(), DockerError> {
+        let c = self.client().await?;
+        let opts = RemoveContainerOptions { force: true, v: true, link: false };
+        match c.remove_container(name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            // Removal already under way (a concurrent remove): done as far as we are concerned.
+            Err(BollardError::DockerResponseServerError { status_code: 409, message })
+                if message.contains("already in progress") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.map_err(e, "remove the container")),
+        }
+    }
+
+    /// The last `tail` lines of a container's output, then (with `follow`) new ones as they come.
+    pub fn logs(
+        &self,
+        name: &str,
+        tail: usize,
+        follow: bool,
+    ) -> impl Stream<Item = Result<LogLine, DockerError>> + use<> {
+        let this = self.clone();
+        let name = name.to_owned();
+        futures::stream::once(async move {
+            let c = this.client().await?;
+            let opts = LogsOptions {
+                follow,
+                stdout: true,
+                stderr: true,
+                timestamps: true,
+                tail: tail.to_string(),
+                ..Default::default()
+            };
+            let host = this.host.clone();
+            let stream =
+                c.logs(&name, Some(opts)).map_err(move |e| map_bollard(&host, e, "read the logs")).map(|item| {
+                    item.map(|out| {
+                        let (stream, bytes) = match out {
+                            bollard::container::LogOutput::StdErr { message } => (LogStream::Stderr, message),
+                            bollard::container::LogOutput::StdOut { message }
+                            | bollard::container::LogOutput::Console { message }
+                            | bollard::container::LogOutput::StdIn { message } => (LogStream::Stdout, message),
+                        };
+                        parse_log_line(stream, &String::from_utf8_lossy(&bytes))
+                    })
+                });
+            Ok::<_, DockerError>(stream)
+        })
+        .try_flatten()
+    }
+
+    /// Every container (running or not) of a server, newest first.
+    pub async fn list_server_containers(&self, server_id: Uuid) -> Result<Vec<ServerContainer>, DockerError> {
+        let c = self.client().await?;
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("bmm.server={server_id}"), format!("{MANAGED_LABEL}=true")],
+        )]);
+        let mut list = c
+            .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
+            .await
+            .map_err(|e| self.map_err(e, "list containers"))?;
+        list.sort_by_key(|s| std::cmp::Reverse(s.created.unwrap_or(0)));
+        Ok(list
+            .into_iter()
+            .map(|s| {
+                let labels = s.labels.unwrap_or_default();
+                ServerContainer {
+                    id: s.id.unwrap_or_default(),
+                    name: s
+                        .names
+                        .and_then(|n| n.into_iter().next())
+                        .map(|n| n.trim_start_matches('/').to_owned())
+                        .unwrap_or_default(),
+                    build_id: labels.get("bmm.build").and_then(|b| b.parse().ok()),
+                    version: labels.get("bmm.version").and_then(|v| v.parse().ok()),
+                    state: s.state.map(|st| st.to_string()).unwrap_or_default(),
+                    image_id: s.image_id.unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    /// The tag of a bundle's image: the runtime image id and the bundle digest
+    /// decide it, so the same bundle on the same base reuses one image.
+    fn image_tag(runtime_image_id: &str, bundle_digest: &str) -> String {
+        let key = bmm_core::digest::sha256(format!("{runtime_image_id}\n{bundle_digest}").as_bytes());
+        format!("{IMAGE_REPOSITORY}:{}", &key["sha256:".len().."sha256:".len() + 24])
+    }
+
+    async fn ensure_image(&self, c: &bollard::Docker, spec: &DeploySpec) -> Result<(String, String), DockerError> {
+        let runtime = match c.inspect_image(&self.runtime_image).await {
+            Ok(i) => i,
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {
+                return Err(DockerError::Failed(format!(
+                    "the runtime image {} is missing on the Docker host; build it with `scripts/stack.sh services`",
+                    self.runtime_image
+                )));
+            }
+            Err(e) => return Err(self.map_err(e, "inspect the runtime image")),
+        };
+        let runtime_id = runtime.id.unwrap_or_default();
+        let tag = Self::image_tag(&runtime_id, &spec.bundle_digest);
+        match c.inspect_image(&tag).await {
+            Ok(img) => return Ok((tag, img.id.unwrap_or_default())),
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(e) => return Err(self.map_err(e, "inspect the server image")),
+        }
+
+        let dockerfile =
+            format!("FROM {}\nCOPY server.mjs /app/server.mjs\nUSER 10001:10001\nWORKDIR /app\n", self.runtime_image);
+        let context =
+            tar::archive(&[("Dockerfile", 0o644, dockerfile.as_bytes()), ("server.mjs", 0o644, &spec.bundle)])
+                .map_err(DockerError::BadRequest)?;
+        let labels = HashMap::from([
+            (MANAGED_LABEL.to_owned(), "true".to_owned()),
+            ("bmm.bundle".to_owned(), spec.bundle_digest.clone()),
+        ]);
+        let opts = BuildImageOptions {
+            t: Some(tag.clone()),
+            labels: Some(labels),
+            rm: true,
+            forcerm: true,
+            // Never pull: the runtime image is local, and there is no registry.
+            pull: None,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let mut output = c.build_image(opts, None, Some(bollard::body_full(context.into())));
+        let mut lines: Vec<String> = Vec::new();
+        while let Some(item) = output.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(s) = info.stream {
+                        lines.extend(s.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned));
+                    }
+                }
+                Err(BollardError::DockerStreamError { error }) => {
+                    return Err(DockerError::Failed(with_logs(
+                        format!("the server image did not build: {}", error.trim()),
+                        &lines[lines.len().saturating_sub(10)..],
+                    )));
+                }
+                Err(e) => return Err(self.map_err(e, "build the server image")),
+            }
+        }
+        let img = c.inspect_image(&tag).await.map_err(|e| match e {
+            BollardError::DockerResponseServerError { status_code: 404, .. } => DockerError::Failed(with_logs(
+                format!("the server image {tag} was not created"),
+                &lines[lines.len().saturating_sub(10)..],
+            )),
+            e => self.map_err(e, "inspect the new image"),
+        })?;
+        tracing::info!(tag = %tag, elapsed_ms = started.elapsed().as_millis() as u64, "built the server image");
+        Ok((tag, img.id.unwrap_or_default()))
+    }
+
+    fn container_body(&self, spec: &DeploySpec, image_tag: &str) -> ContainerCreateBody {
+        let port_key = format!("{CONTAINER_PORT}/tcp");
+        let labels = HashMap::from([
+            ("bmm.org".to_owned(), spec.org_id.to_string()),
+            ("bmm.server".to_owned(), spec.server_id.to_string()),
+            ("bmm.version".to_owned(), spec.version.to_string()),
+            ("bmm.build".to_owned(), spec.build_id.to_string()),
+            ("bmm.slug".to_owned(), spec.slug.clone()),
+            ("bmm.bundle".to_owned(), spec.bundle_digest.clone()),
+            (MANAGED_LABEL.to_owned(), "true".to_owned()),
+        ]);
+        let mut env = vec![
+            format!("PORT={CONTAINER_PORT}"),
+            format!("BMM_JWKS_FILE={JWKS_MOUNT}/jwks.json"),
+            "NODE_ENV=production".to_owned(),
+        ];
+        env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let host_config = HostConfig {
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([("/tmp".to_owned(), format!("rw,noexec,nosuid,nodev,size={TMP_SIZE}"))])),
+            cap_drop: Some(vec!["ALL".to_owned()]),
+            security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+            privileged: Some(false),
+            memory: Some(self.memory_bytes),
+            // No swap beyond the memory limit.
+            memory_swap: Some(self.memory_bytes),
+            nano_cpus: Some(self.nano_cpus),
+            pids_limit: Some(PIDS_LIMIT),
+            binds: Some(vec![format!("{}:{JWKS_MOUNT}:ro", spec.jwks_dir.display())]),
+            port_bindings: Some(HashMap::from([(
+                port_key.clone(),
+                Some(vec![PortBinding { host_ip: Some("127.0.0.1".to_owned()), host_port: Some(String::new()) }]),
+            )])),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::ON_FAILURE),
+                maximum_retry_count: Some(RESTART_ATTEMPTS),
+            }),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".to_owned()),
+                config: Some(HashMap::from([
+                    ("max-size".to_owned(), "10m".to_owned()),
+                    ("max-file".to_owned(), "3".to_owned()),
+                ])),
+            }),
+            ..Default::default()
+        };
+        ContainerCreateBody {
+            image: Some(image_tag.to_owned()),
+            cmd: Some(vec!["/app/server.mjs".to_owned()]),
+            user: Some("10001:10001".to_owned()),
+            working_dir: Some("/app".to_owned()),
+            env: Some(env),
+            labels: Some(labels),
+            exposed_ports: Some(HashMap::from([(port_key, HashMap::new())])),
+            stop_signal: Some("SIGTERM".to_owned()),
+            stop_timeout: Some(30),
+            host_config: Some(host_config),
+            ..Default::default()
+        }
+    }
+
+    async fn inspect(&self, c: &bollard::Docker, name: &str) -> Result<Option<ContainerInspectResponse>, DockerError> {
+        match c.inspect_container(name, None::<InspectContainerOptions>).await {
+            Ok(i) => Ok(Some(i)),
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(self.map_err(e, "inspect the container")),
+        }
+    }
+
+    /// Poll the container until `/healthz` answers 200; fail early when it exits.
+    async fn wait_healthy(&self, c: &bollard::Docker, name: &str) -> Result<(String, u16), DockerError> {
+        let deadline = Instant::now() + HEALTH_TIMEOUT;
+        let mut last_probe = String::from("no answer yet");
+        loop {
+            let info = self
+                .inspect(c, name)
+                .await?
+                .ok_or_else(|| DockerError::Failed(format!("container {name} was removed while starting")))?;
+            let state = info.state.clone().unwrap_or_default();
+            let restarts = info.restart_count.unwrap_or(0);
+            let exited =
+                matches!(state.status, Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD))
+                    || state.restarting == Some(true)
+                    || restarts > 0;
+            if exited {
+                let logs = self.tail_text(name, FAILURE_LOG_LINES).await;
+                let code = state.exit_code.unwrap_or_default();
+                let oom = if state.oom_killed == Some(true) { " (out of memory)" } else { "" };
+                return Err(DockerError::Failed(with_logs(
+                    format!("the server exited at start with code {code}{oom}"),
+                    &logs,
+                )));
+            }
+            let port = published_port(&info);
+            if let (Some(port), Some(true)) = (port, state.running) {
+                let url = format!("http://{}:{port}/healthz", self.container_host);
+                match self.http.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => return Ok((info.id.unwrap_or_default(), port)),
+                    Ok(r) => last_probe = format!("/healthz answered {}", r.status()),
+                    Err(e) => last_probe = format!("/healthz not reachable ({})", plain_reqwest(&e)),
+                }
+            }
+            if Instant::now() >= deadline {
+                let logs = self.tail_text(name, FAILURE_LOG_LINES).await;
+                return Err(DockerError::Failed(with_logs(
+                    format!("the server did not become healthy within {}s: {last_probe}", HEALTH_TIMEOUT.as_secs()),
+                    &logs,
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The last lines of a container's output, for failure messages (best effort).
+    async fn tail_text(&self, name: &str, n: usize) -> Vec<String> {
+        let lines: Vec<Result<LogLine, DockerError>> = self.logs(name, n, false).collect().await;
+        lines.into_iter().filter_map(Result::ok).map(|l| l.line).collect()
+    }
+
+    fn map_err(&self, e: BollardError, doing: &str) -> DockerError {
+        map_bollard(&self.host, e, doing)
+    }
+}
+
+fn create_options(name: &str) -> CreateContainerOptions {
+    CreateContainerOptions { name: Some(name.to_owned()), ..Default::default() }
+}
+
+fn published_port(info: &ContainerInspectResponse) -> Option<u16> {
+    let ports = info.network_settings.as_ref()?.ports.as_ref()?;
+    let bindings = ports.get(&format!("{CONTAINER_PORT}/tcp"))?.as_ref()?;
+    bindings
+        .iter()
+        .filter(|b| b.host_ip.as_deref().is_none_or(|ip| ip == "127.0.0.1" || ip.is_empty()))
+        .find_map(|b| b.host_port.as_deref()?.parse().ok())
+}
+
+fn validate(spec: &DeploySpec) -> Result<(), DockerError> {
+    let bad = |m: String| Err(DockerError::BadRequest(m));
+    if !bmm_core::slug::is_slug(&spec.slug) {
+        return bad(format!("slug {:?} is not a valid slug", spec.slug));
+    }
+    if spec.version < 1 {
+        return bad(format!("version {} is not positive", spec.version));
+    }
+    if spec.bundle.is_empty() {
+        return bad("the bundle is empty".to_owned());
+    }
+    if !bmm_core::digest::is_digest(&spec.bundle_digest) {
+        return bad(format!("bundle digest {:?} is not sha256:<hex>", spec.bundle_digest));
+    }
+    if bmm_core::digest::sha256(&spec.bundle) != spec.bundle_digest {
+        return bad(format!("the bundle does not match its digest {}", spec.bundle_digest));
+    }
+    if !spec.jwks_dir.is_absolute() {
+        return bad(format!("the JWKS folder {} is not an absolute path", spec.jwks_dir.display()));
+    }
+    if !spec.jwks_dir.is_dir() {
+        return bad(format!("the JWKS folder {} does not exist", spec.jwks_dir.display()));
+    }
+    if spec.jwks_dir.to_string_lossy().contains(':') {
+        return bad(format!("the JWKS folder {} contains ':'", spec.jwks_dir.display()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (k, _) in &spec.env {
+        let valid = !k.is_empty()
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !k.as_bytes()[0].is_ascii_digit();
+        if !valid {
+            return bad(format!("environment variable name {k:?} is not valid"));
+        }
+        if RESERVED_ENV.contains(&k.as_str()) {
+            return bad(format!("environment variable {k} is set by the platform"));
+        }
+        if !seen.insert(k.as_str()) {
+            return bad(format!("environment variable {k} is given twice"));
+        }
+    }
+    Ok(())
+}
+
+/// Docker log lines carry an RFC 3339 timestamp when asked for one.
+fn parse_log_line(stream: LogStream, raw: &str) -> LogLine {
+    let raw = raw.trim_end_matches(['\n', '\r']);
+    if let Some((ts, rest)) = raw.split_once(' ')
+        && let Ok(at) = DateTime::parse_from_rfc3339(ts)
+    {
+        return LogLine { stream, line: rest.to_owned(), at: at.with_timezone(&Utc) };
+    }
+    LogLine { stream, line: raw.to_owned(), at: Utc::now() }
+}
+
+fn with_logs(message: String, logs: &[String]) -> String {
+    if logs.is_empty() {
+        return message;
+    }
+    format!("{message}; last log lines:\n{}", logs.join("\n"))
+}
+
+fn plain_reqwest(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection refused"
+    } else {
+        "request failed"
+    }
+}
+
+fn unavailable(host: &str, e: BollardError) -> DockerError {
+    DockerError::Unavailable(format!("cannot reach the Docker daemon at {host}: {}", plain_bollard(&e)))
+}
+
+fn plain_bollard(e: &BollardError) -> String {
+    match e {
+        BollardError::SocketNotFoundError(path) => format!("no socket at {path}"),
+        BollardError::RequestTimeoutError => "the request timed out".to_owned(),
+        BollardError::DockerResponseServerError { status_code, message } => format!("{message} (HTTP {status_code})"),
+        other => other.to_string(),
+    }
+}
+
+fn map_bollard(host: &str, e: BollardError, doing: &str) -> DockerError {
+    match e {
+        BollardError::DockerResponseServerError { status_code, ref message } => {
+            let message = message.trim();
+            if (400..500).contains(&status_code) && status_code != 409 {
+                DockerError::BadRequest(format!("Docker refused to {doing}: {message}"))
+            } else if message.contains("port is already allocated") || message.contains("address already in use") {
+                DockerError::Failed(format!("could not {doing}: the host port is already in use ({message})"))
+            } else {
+                DockerError::Failed(format!("could not {doing}: {message}"))
+            }
+        }
+        BollardError::SocketNotFoundError(_)
+        | BollardError::RequestTimeoutError
+        | BollardError::HyperResponseError { .. }
+        | BollardError::HyperLegacyError { .. }
+        | BollardError::HttpClientError { .. }
+        | BollardError::IOError { .. } => unavailable(host, e),
+        other => DockerError::Failed(format!("could not {doing}: {other}")),
+    }
+}
