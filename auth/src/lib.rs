@@ -8,6 +8,9 @@
 
 pub mod error;
 pub mod identity;
+pub mod keys;
 pub mod principal;
+pub mod tokens;
 
 pub use error::AuthError;
+pub use keys::KeyStore;
