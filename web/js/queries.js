@@ -25,7 +25,7 @@ export const SERVER_BRIEF = `query ServerBrief($id: ID!) {
 }`;
 
 export const SERVER_INSTALL = `query ServerInstall($id: ID!) {
-  server(id: $id) { id url installSnippets { client label snippet } }
+  server(id: $id) { id url installSnippets { client title format body } }
 }`;
 
 export const SERVER_VERSIONS = `query ServerVersions($id: ID!) {

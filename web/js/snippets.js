@@ -1,33 +1,23 @@
 // Install snippets made in the browser from the server's URL, used only when
-// the API does not provide `installSnippets` (the API's version wins).
+// the API does not provide `installSnippets` (the API's own, from
+// bmm-auth's snippets.rs, win). Same clients, titles and formats.
 
-export function localSnippets(slug, url) {
-  const name = slug || 'my-server';
+function slugify(name) {
+  return String(name || 'server').toLowerCase().normalize('NFKD').replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '') || 'server';
+}
+
+export function localSnippets(name, url) {
+  const key = slugify(name);
+  const pretty = (v) => JSON.stringify(v, null, 2);
   return [
-    {
-      client: 'claude-desktop', label: 'Claude Desktop',
-      instructions: 'Settings → Connectors → Add custom connector, and paste the URL. Or add this to claude_desktop_config.json (it uses mcp-remote for OAuth):',
-      snippet: JSON.stringify({ mcpServers: { [name]: { command: 'npx', args: ['-y', 'mcp-remote', url] } } }, null, 2),
-    },
-    {
-      client: 'claude-code', label: 'Claude Code',
-      instructions: 'Run in a terminal; Claude Code opens the browser to sign in the first time (/mcp).',
-      snippet: `claude mcp add --transport http ${name} ${url}`,
-    },
-    {
-      client: 'cursor', label: 'Cursor',
-      instructions: 'Add to ~/.cursor/mcp.json (or .cursor/mcp.json in a project):',
-      snippet: JSON.stringify({ mcpServers: { [name]: { url } } }, null, 2),
-    },
-    {
-      client: 'vscode', label: 'VS Code',
-      instructions: 'Add to .vscode/mcp.json in your workspace (or run “MCP: Add Server…”):',
-      snippet: JSON.stringify({ servers: { [name]: { type: 'http', url } } }, null, 2),
-    },
-    {
-      client: 'chatgpt', label: 'ChatGPT',
-      instructions: 'Settings → Connectors → Create (developer mode): paste the URL and choose OAuth as the authentication.',
-      snippet: `URL: ${url}\nAuthentication: OAuth`,
-    },
+    { client: 'claude-desktop', title: 'Claude Desktop', format: 'text',
+      body: `1. Open Settings → Connectors.\n2. Choose "Add custom connector".\n3. Name: ${name}\n4. URL: ${url}\n5. Choose Add, then Connect, and approve access in the browser window that opens.` },
+    { client: 'claude-desktop-json', title: 'Claude Desktop (config file, through mcp-remote)', format: 'json',
+      body: pretty({ mcpServers: { [key]: { command: 'npx', args: ['-y', 'mcp-remote', url] } } }) },
+    { client: 'claude-code', title: 'Claude Code', format: 'shell', body: `claude mcp add --transport http ${key} ${url}` },
+    { client: 'cursor', title: 'Cursor (.cursor/mcp.json)', format: 'json', body: pretty({ mcpServers: { [key]: { url } } }) },
+    { client: 'vscode', title: 'VS Code (.vscode/mcp.json)', format: 'json', body: pretty({ servers: { [key]: { type: 'http', url } } }) },
+    { client: 'chatgpt', title: 'ChatGPT', format: 'text',
+      body: `1. Open Settings → Connectors (turn on developer mode under Advanced if Create is not shown).\n2. Choose Create.\n3. Name: ${name}\n4. MCP server URL: ${url}\n5. Authentication: OAuth.\n6. Choose Create and approve access in the window that opens.` },
   ];
 }

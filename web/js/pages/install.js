@@ -17,7 +17,7 @@ export async function loadSnippets(server) {
   } catch (e) {
     const validation = (e.errors || []).every((x) => /installSnippets|Unknown field|Cannot query field/i.test(x.message) && !x.extensions?.code?.match(/UNAUTHENTICATED|FORBIDDEN|NOT_FOUND|RATE_LIMITED|INTERNAL/));
     if (!validation) throw e;
-    return { url: server.url, snippets: localSnippets(server.slug, server.url) };
+    return { url: server.url, snippets: localSnippets(server.name || server.slug, server.url) };
   }
 }
 
@@ -27,12 +27,16 @@ export function installSnippets(snippets, headingLevel = 'h3') {
   if (!snippets || !snippets.length) return empty('No install snippets yet: they appear once the server has a URL.');
   return h('div', { class: 'snippets', id: 'install-snippets' }, snippets.map((s) => {
     const id = uid('snippet');
-    const title = s.label || s.client;
+    const title = s.title || s.label || s.client;
+    const text = s.body ?? s.snippet ?? '';
+    const steps = s.format === 'text';
     return h('section', { class: 'snippet', dataset: { client: s.client || '' }, 'aria-labelledby': `${id}-h` },
       h('div', { class: 'snippet-head' },
         h(headingLevel, { id: `${id}-h` }, title),
-        copyButton(s.snippet, 'Copy', { ariaLabel: `Copy the ${title} snippet` })),
+        copyButton(text, 'Copy', { ariaLabel: `Copy the ${title} ${steps ? 'steps' : 'snippet'}` })),
       s.instructions ? h('p', {}, s.instructions) : null,
-      h('pre', { tabindex: '0', 'aria-labelledby': `${id}-h` }, h('code', { id }, s.snippet)));
+      steps
+        ? h('div', { class: 'snippet-steps', id, dataset: { format: 'text' } }, text.split('\n').map((line) => h('p', {}, line)))
+        : h('pre', { tabindex: '0', 'aria-labelledby': `${id}-h`, dataset: { format: s.format || '' } }, h('code', { id }, text)));
   }));
 }
