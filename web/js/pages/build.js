@@ -113,6 +113,11 @@ export async function render(main, ctx, [buildId]) {
       CANCELLED: 'Cancelled.',
     };
     replace(statusLine, 'Status: ', badge(status), ' ', words[status] || '');
+    const v = isFirstVersion ? 'your server' : `version ${build.version}`;
+    const titles = { SUCCEEDED: `Built ${v}`, FAILED: `The build of ${v} failed`, CANCELLED: `The build of ${v} was cancelled` };
+    const h1 = head.querySelector('h1');
+    const text = titles[status] || (isFirstVersion ? 'Building your server' : `Building version ${build.version}`);
+    if (h1.textContent !== text) { h1.textContent = text; document.title = `${text} · BuildMyMCP`; }
     statusLine.dataset.status = status;
     cancelBtn.hidden = !(status === 'QUEUED' || status === 'RUNNING');
   }
