@@ -122,6 +122,14 @@ function logs(el, ctx, server) {
   ctx.onDispose(() => unsub && unsub());
 }
 
+const TRACE_STEPS = [
+  ['discovery', 'found the OAuth metadata'],
+  ['registration', 'registered itself'],
+  ['authorize', 'signed in and was approved'],
+  ['token', 'got an access token'],
+  ['mcp', 'made its first MCP call'],
+];
+
 async function connections(el, ctx, server) {
   replace(el, loading('Loading the connection trace…'));
   let trace;
@@ -141,8 +149,17 @@ async function connections(el, ctx, server) {
   replace(el, h('h2', {}, 'Connections'), intro, [...groups.entries()].map(([k, evs]) => {
     const name = evs.find((e) => e.clientName)?.clientName || k;
     const failed = evs.some((e) => !e.ok);
+    // Where this client got to: the latest outcome of each step.
+    const last = new Map();
+    for (const e of evs) last.set(e.step, e);
+    const summary = h('ol', { class: 'trace-summary', 'aria-label': `How far ${name} got` }, TRACE_STEPS.map(([step, words]) => {
+      const e = last.get(step);
+      const state = !e ? 'not reached' : e.ok ? 'ok' : 'failed';
+      return h('li', { dataset: { state } }, h('span', { class: `badge ${!e ? 'idle' : e.ok ? 'ok' : 'bad'}` }, state), ' ', words);
+    }));
     return h('section', { class: 'card', 'aria-label': `Client ${name}` },
       h('h3', {}, name, ' ', failed ? h('span', { class: 'badge bad' }, 'had failures') : h('span', { class: 'badge ok' }, 'ok')),
+      summary,
       evs[0].clientId && evs[0].clientId !== name ? h('p', { class: 'muted' }, 'client id ', h('code', {}, evs[0].clientId)) : null,
       h('ol', { class: 'trace' }, evs.map((e) => h('li', { dataset: { ok: String(!!e.ok) } },
         h('strong', {}, e.step),
