@@ -243,7 +243,7 @@ export async function render(main, ctx, [buildId]) {
         },
         error: (e) => {
           if (!ctx.alive) return;
-          const retry = h('button', { type: 'button', class: 'secondary small', onclick: () => subscribe() }, 'Reconnect');
+          const retry = h('button', { type: 'button', class: 'secondary small', onclick: () => { if (unsubscribe) unsubscribe(); subscribe(); } }, 'Reconnect');
           replace(streamErr, errorBox(e, 'The live log stopped'), retry);
         },
         complete: () => { if (ctx.alive) finished(); },

@@ -114,7 +114,7 @@ function logs(el, ctx, server) {
         if (count > MAX) { list.firstElementChild?.remove(); count -= 1; }
         if (stick) list.scrollTop = list.scrollHeight;
       },
-      error: (e) => { if (ctx.alive) replace(err, errorBox(e, 'The log stream stopped'), h('button', { type: 'button', class: 'secondary small', onclick: start }, 'Reconnect')); },
+      error: (e) => { if (ctx.alive) replace(err, errorBox(e, 'The log stream stopped'), h('button', { type: 'button', class: 'secondary small', onclick: () => { if (unsub) unsub(); start(); } }, 'Reconnect')); },
       complete: () => { if (ctx.alive) state.textContent = 'The container stopped; no more logs.'; },
     });
   };
