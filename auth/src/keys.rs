@@ -306,6 +306,10 @@ async fn current_or_new_key(conn: &mut AsyncPgConnection, cfg: &Config) -> Resul
 fn generate_key() -> Result<(String, Vec<u8>, Value), AuthError> {
     let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, RSA_BITS)
         .map_err(|e| AuthError::Keys(format!("RSA key generation: {e}")))?;
+    key_material(&private)
+}
+
+fn key_material(private: &rsa::RsaPrivateKey) -> Result<(String, Vec<u8>, Value), AuthError> {
     let n = b64url(&private.n().to_bytes_be());
     let e = b64url(&private.e().to_bytes_be());
     let kid = jwk_thumbprint(&n, &e);
@@ -333,6 +337,31 @@ pub(crate) mod tests {
         cfg.signing_key_rotation = StdDuration::from_secs(rotation_secs);
         cfg.access_token_ttl = StdDuration::from_secs(300);
         Arc::new(cfg)
+    }
+
+    /// A fixed RSA key, so tests that are not about key generation do not
+    /// spend seconds on it (debug builds are slow at RSA).
+    const TEST_KEY_DER_B64: &str = "MIIEpAIBAAKCAQEAkdLn/NxyOWPPgGQY22+tILOWq2ihHvyquDNWFhFEgmhbv/yTpc7gAkJWHaL2OUGnZZkDGzO2E8imV9Y5GiaNzbOQThaOgZ284WIOk4D+Jo+p7NRH3JddO72qTpM5o6HGPNLH1zhXiX3TQ7G/8ug1xAmDncLsverKdvhK5+qCPGOxftz64cAxLA6cnTILEu8+95cR1fbz9rI33aKDzYOBO6D65hxiaMyTTNAK0WLtONmvrhhu2oV0/Bx/vLHV7Xq3roWvjuB+Ya4ifEI6AKbr7dlq9ry758a8WebfL+v7oXJzIHy5XJkFaxZQhxflp8OUvozOx+2RCaRTUNYXS0u+hwIDAQABAoIBAAyx8Utkv7b6VwLE9BsKfmaF6/yRN9G0SoKNyZVTPIUj47TznsEFISBhOREMcmYqrpGcQBZ6qoPPaJfmCQObTqYVV19M/GwRWPPALyetR7MAt9jr5DOyo8XDLdP4YkC6IUGDUi2M9KX+I8nVbDIQADpIX8J4yVaBXc38sLy/AEaUf5cN3gjaM1gitU2ykXo0/QetXwcB4CxJAhvpTgZp2srjN4fMkIzYuZU28CjymAFAtggIv/bAdI9OWizrvu5YDvjTmg9asMusR47BGlBvwWVmLKmN8cCLT+qw+tWYb5fMS287j99tmJZix7FvcEFRdjuZ9t1aWgA4gvPQ294KjsECgYEAzY+MHEhYp/9fQjbwCBXGUZufRU25IfMvcjsNLHc2Zt/iu9h5bcRBRKWz4bL/PBvA0mgyBd4r6IINO6WIIPxIpCGtid50rQDBmIwcaE3QRYZN3olKZchCw9/XI7pFOv4GYo59phzFPPiu5ZsboUIOmN+YOz3xSFAhFrzSGBwNJUcCgYEAtZrxEfyfJGI71zTuHwrHdguRMmPm5qstl84WdFuIqESinFXN1a/n9wEBCv6LIkH4QRh1I3BRO+ceHlIrTmmaHQXOzBC4oHo/yGqnwbN2qQt4hXZqZz27XPXzCZK239tPvfFdlkRnwp1fObxZ4LWWIlfeUqTra36wWDmobvUqPMECgYBKXI92+8T2oS84qN8UTaw8gWuQiplaarrTPAF8AHQxqvQ+uATVbJWf28HC+BnVCMUsWH0gGksQBVv8I9mm9RziIzzADzVuEEP4h1cPdHbPb9Jjmo7LWzKr4SHWzt+Ug6iTprBVkzrW36+FaCMKpvbY3qoXZEUQv8v4ib4G8r7eqQKBgQCDdTUsIAHTBIjsr5PvRI4+FQF1yHtMXn0SdkwqzleN9qD/Kd1l4X+4fTGUE84Dbl2WQW4JyTQEeLiEmlZe3HKCr8GSVkhPYi7plMr6nD44/+SuN5muQjFuiVr0gw992/NNO3rTW5EAf4p+8Kje0JNtKM32ZQtFNN/R/Wq/Zxi8AQKBgQCdvEI/4kPqC4uW4v5EelxUT/kSbZV2zqrAmNGlG0H22mA3cSIk2UbfsdpJnabMJLqqfDWLdfk60kqaQ/QYoBuJ4Aat+DEZZNQPyzLveKkGOlMKQKufq75imSxy5H5fdmkikidOfUU+wgIlz4vBnYb0G8vNOpWU0kdIeaSCELBXTQ==";
+
+    /// Store the fixed test key as the current signing key; returns its kid.
+    pub(crate) async fn seed_test_key(pool: &Pool, cfg: &Config) -> String {
+        use base64::Engine;
+        let der = base64::engine::general_purpose::STANDARD.decode(TEST_KEY_DER_B64).unwrap();
+        let private = rsa::RsaPrivateKey::from_pkcs1_der(&der).unwrap();
+        let (kid, der, jwk) = key_material(&private).unwrap();
+        let sealed = cfg.secret_box.seal(&der, kid.as_bytes());
+        let mut conn = pool.get().await.unwrap();
+        diesel::insert_into(signing_keys::table)
+            .values((
+                signing_keys::kid.eq(&kid),
+                signing_keys::private_nonce.eq(&sealed.nonce),
+                signing_keys::private_sealed.eq(&sealed.ciphertext),
+                signing_keys::public_jwk.eq(&jwk),
+            ))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        kid
     }
 
     #[test]

@@ -10,7 +10,9 @@ pub mod error;
 pub mod identity;
 pub mod keys;
 pub mod principal;
+pub mod snippets;
 pub mod tokens;
+pub mod trace;
 
 pub use error::AuthError;
 pub use keys::KeyStore;

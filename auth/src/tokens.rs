@@ -183,7 +183,7 @@ pub async fn verify_access_token(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::tests::test_config;
+    use crate::keys::tests::{seed_test_key, test_config};
     use bmm_db::testing::TestDb;
     use jsonwebtoken::EncodingKey;
 
@@ -193,6 +193,7 @@ mod tests {
         let db = TestDb::new().await;
         let dir = tempfile::tempdir().unwrap();
         let cfg = test_config(&db, dir.path(), 3600);
+        seed_test_key(&db.pool(), &cfg).await;
         let keys = KeyStore::new(db.pool(), cfg);
         (db, dir, keys)
     }
@@ -353,7 +354,8 @@ mod tests {
         assert!(matches!(verify_access_token(&keys, "abc", AUD).await, Err(TokenError::Malformed(_))));
         assert!(matches!(verify_access_token(&keys, "a.b.c", AUD).await, Err(TokenError::Malformed(_))));
         // A token signed by a key that is not ours (same kid claimed) fails on the signature.
-        let stranger = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+        // A small key keeps the test quick; the signature fails whatever its size.
+        let stranger = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 1024).unwrap();
         use rsa::pkcs1::EncodeRsaPrivateKey;
         let enc = EncodingKey::from_rsa_der(stranger.to_pkcs1_der().unwrap().as_bytes());
         let mut header = Header::new(Algorithm::RS256);
