@@ -51,6 +51,13 @@ impl GeneratorConfig {
     }
 }
 
+/// How spans are exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Grpc,
+    HttpProtobuf,
+}
+
 #[derive(Clone)]
 pub struct Config {
     /// PostgreSQL URL.
@@ -78,6 +85,8 @@ pub struct Config {
     pub generator: GeneratorConfig,
     /// OTLP endpoint for traces; none means tracing goes to logs only.
     pub otlp_endpoint: Option<Url>,
+    /// `grpc` (default, port 4317) or `http/protobuf` (port 4318, path /v1/traces).
+    pub otlp_protocol: OtlpProtocol,
     /// SMTP URL for magic links; none prints them to stdout (dev).
     pub smtp_url: Option<String>,
     pub mail_from: String,
@@ -227,6 +236,15 @@ impl Config {
             },
         };
         let otlp_endpoint = r.optional_url("otlp_endpoint");
+        let otlp_protocol = match r.string("otlp_protocol", "grpc").as_deref() {
+            Some("grpc") => Some(OtlpProtocol::Grpc),
+            Some("http/protobuf") | Some("http") => Some(OtlpProtocol::HttpProtobuf),
+            other => {
+                r.problems
+                    .push(format!("BMM_OTLP_PROTOCOL: must be grpc or http/protobuf (got {:?})", other.unwrap_or("")));
+                None
+            }
+        };
         let smtp_url = r.optional("smtp_url");
         let mail_from = r.string("mail_from", "BuildMyMCP <login@localhost>");
         let container_host = r.string("container_host", "127.0.0.1");
@@ -309,6 +327,7 @@ impl Config {
             secret_box: secret_box.expect("validated"),
             generator: generator.expect("validated"),
             otlp_endpoint,
+            otlp_protocol: otlp_protocol.expect("validated"),
             smtp_url,
             mail_from: mail_from.expect("validated"),
             dev: dev.expect("validated"),
