@@ -1,0 +1,164 @@
+//! buildEvents over graphql-transport-ws, through the real server.
+
+mod common;
+
+use bmm_db::events::EventKind;
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn subscription_receives_every_event_in_order_then_completes() {
+    let app = TestApp::start().await;
+    let (key, _, org) = app.user("sub@example.com").await;
+    let (_, build) = app.seed_build(org, "sub-order").await;
+    // A backlog before subscribing…
+    for i in 0..10 {
+        app.append(build, EventKind::Log, &format!("before {i}")).await;
+    }
+    let mut ws = app.ws(json!({ "Authorization": format!("Bearer {key}") })).await;
+    ws.expect_ack().await;
+    ws.subscribe("1", BUILD_EVENTS, json!({ "id": build })).await;
+    // …and live events appended while subscribed, from a concurrent writer.
+    let writer = {
+        let pool = app.state.pool.clone();
+        tokio::spawn(async move {
+            let mut conn = pool.get().await.unwrap();
+            for i in 0..40 {
+                let msg = format!("live {i}");
+                bmm_db::events::append(
+                    &mut conn,
+                    bmm_db::events::NewEvent {
+                        build_id: build,
+                        step: "bundle",
+                        kind: EventKind::Log,
+                        message: &msg,
+                        data: None,
+                    },
+                )
+                .await
+                .unwrap();
+            }
+            bmm_db::events::append(
+                &mut conn,
+                bmm_db::events::NewEvent {
+                    build_id: build,
+                    step: "cutover",
+                    kind: EventKind::BuildSucceeded,
+                    message: "live",
+                    data: None,
+                },
+            )
+            .await
+            .unwrap();
+        })
+    };
+    let (events, completed) = ws.collect("1", 1000).await;
+    writer.await.unwrap();
+    assert!(completed, "the subscription completes after the terminal event");
+    assert_eq!(seqs(&events), (1..=51).collect::<Vec<_>>());
+    assert_eq!(events[50]["data"]["buildEvents"]["kind"], "BUILD_SUCCEEDED");
+    assert_eq!(events[0]["data"]["buildEvents"]["message"], "before 0");
+}
+
+#[tokio::test]
+async fn reconnect_with_after_resumes_without_gap_or_duplicate() {
+    let app = TestApp::start().await;
+    let (key, _, org) = app.user("resume@example.com").await;
+    let (_, build) = app.seed_build(org, "resume").await;
+    for i in 0..20 {
+        app.append(build, EventKind::Log, &format!("line {i}")).await;
+    }
+    let init = json!({ "authorization": format!("Bearer {key}") });
+    let mut ws = app.ws(init.clone()).await;
+    ws.expect_ack().await;
+    ws.subscribe("a", BUILD_EVENTS, json!({ "id": build })).await;
+    let (first, _) = ws.collect("a", 12).await;
+    assert_eq!(seqs(&first), (1..=12).collect::<Vec<_>>());
+    drop(ws); // the connection drops mid-stream
+
+    for i in 20..30 {
+        app.append(build, EventKind::Log, &format!("line {i}")).await;
+    }
+    let mut ws = app.ws(init).await;
+    ws.expect_ack().await;
+    ws.subscribe("b", BUILD_EVENTS, json!({ "id": build, "after": 12 })).await;
+    let (more, _) = ws.collect("b", 18).await;
+    assert_eq!(seqs(&more), (13..=30).collect::<Vec<_>>());
+    app.append(build, EventKind::BuildFailed, "smoke test failed").await;
+    let (last, completed) = ws.collect("b", 10).await;
+    assert_eq!(seqs(&last), vec![31]);
+    assert!(completed);
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_subscribers_all_receive_every_event() {
+    let app = TestApp::start().await;
+    let (key, _, org) = app.user("many@example.com").await;
+    let (_, build) = app.seed_build(org, "many").await;
+    app.append(build, EventKind::StepStarted, "generate").await;
+    let url = format!("ws://{}/graphql", app.addr);
+    let mut clients = Vec::new();
+    for i in 0..200 {
+        let url = url.clone();
+        let key = key.clone();
+        clients.push(tokio::spawn(async move {
+            let mut ws = Ws::connect(&url, json!({ "Authorization": format!("Bearer {key}") })).await;
+            ws.expect_ack().await;
+            ws.subscribe(&i.to_string(), BUILD_EVENTS, json!({ "id": build })).await;
+            // The first event is the backlog: once it is here the subscriber is live.
+            let (first, _) = ws.collect(&i.to_string(), 1).await;
+            (ws, first)
+        }));
+    }
+    let mut subs = Vec::new();
+    for c in clients {
+        subs.push(c.await.unwrap());
+    }
+    for i in 0..30 {
+        app.append(build, EventKind::Log, &format!("line {i}")).await;
+    }
+    app.append(build, EventKind::BuildSucceeded, "done").await;
+    let mut readers = Vec::new();
+    for (i, (mut ws, first)) in subs.into_iter().enumerate() {
+        readers.push(tokio::spawn(async move {
+            let (rest, completed) = ws.collect(&i.to_string(), 100).await;
+            let mut all = first;
+            all.extend(rest);
+            (seqs(&all), completed)
+        }));
+    }
+    for r in readers {
+        let (seqs, completed) = r.await.unwrap();
+        assert_eq!(seqs, (1..=32).collect::<Vec<_>>());
+        assert!(completed);
+    }
+    // Every subscriber shared one feed; all are gone now.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.state.hub.stats().subscribers, 0);
+}
+
+#[tokio::test]
+async fn websocket_refuses_missing_or_bad_credentials_and_other_orgs_builds() {
+    let app = TestApp::start().await;
+    let (key, _, _) = app.user("ws-a@example.com").await;
+    let (_, _, org_b) = app.user("ws-b@example.com").await;
+    let (_, build_b) = app.seed_build(org_b, "ws-b").await;
+
+    let mut ws = app.ws(json!({})).await;
+    let m = ws.next().await.unwrap();
+    assert!(m["closed"].as_str().unwrap().starts_with("UNAUTHENTICATED"), "{m}");
+
+    let mut ws = app.ws(json!({ "Authorization": "Bearer bmm_not-a-real-key-at-all-not-a-real-key-at-all" })).await;
+    let m = ws.next().await.unwrap();
+    assert!(m["closed"].as_str().unwrap().starts_with("UNAUTHENTICATED"), "{m}");
+
+    let mut ws = app.ws(json!({ "Authorization": format!("Bearer {key}") })).await;
+    ws.expect_ack().await;
+    ws.subscribe("x", BUILD_EVENTS, json!({ "id": build_b })).await;
+    let (out, _) = ws.collect("x", 5).await;
+    assert_eq!(code(&out[0]), Some("NOT_FOUND"), "{:?}", out);
+    ws.subscribe("y", BUILD_EVENTS, json!({ "id": "not-a-uuid" })).await;
+    let (out, _) = ws.collect("y", 5).await;
+    assert_eq!(code(&out[0]), Some("BAD_USER_INPUT"), "{:?}", out);
+    assert_eq!(out[0]["errors"][0]["extensions"]["field"], "buildId");
+}
