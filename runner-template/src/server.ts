@@ -236,9 +236,10 @@ http.requestTimeout = 120_000;
 http.headersTimeout = 30_000;
 http.keepAliveTimeout = 5_000;
 
-http.listen(cfg.port, "0.0.0.0", () => {
+http.listen(cfg.port, cfg.host, () => {
   log("info", "listening", {
     port: cfg.port,
+    host: cfg.host,
     server: SERVER.name,
     version: SERVER.version,
     tools: TOOLS.map((t) => t.name),

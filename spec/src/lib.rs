@@ -1,8 +1,23 @@
-//! The tool spec: its format ([`model`]), validation, the renderer that turns a
-//! spec into the runner template's TypeScript, and the banned-pattern scan.
+//! The tool spec: its format ([`model`]), validation ([`validate()`]), the
+//! renderer that turns a spec into the runner template's TypeScript
+//! ([`render()`]), the banned-pattern scan ([`scan()`]), and the [`toolchain`]
+//! that type-checks and bundles a rendered tree.
 //!
-//! Pure functions only: no network, no database, no processes.
+//! Owns `spec/` and embeds `runner-template/` at compile time. Everything but
+//! [`toolchain`] is pure (no I/O); [`toolchain`] runs the local `tsc` and
+//! `esbuild` processes on a directory. Never talks to the network or the database.
 
+pub mod error;
 pub mod model;
+pub mod render;
+pub mod scan;
+pub mod testing;
+pub mod toolchain;
+pub mod validate;
 
+pub use error::{FieldError, SpecErrors};
 pub use model::*;
+pub use render::{HandlerLocation, Rendered, render};
+pub use scan::{Finding, scan};
+pub use toolchain::{CheckError, CheckFailure, Diagnostic, Toolchain, ToolchainError, write_tree};
+pub use validate::validate;

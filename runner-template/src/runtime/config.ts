@@ -3,6 +3,8 @@
 
 export interface RuntimeConfig {
   port: number;
+  /** Listen address: 0.0.0.0 in containers; tests bind loopback only. */
+  host: string;
   /** The public MCP URL of this server: the token audience and the resource of RFC 9728. */
   serverUrl: URL;
   /** BMM_SERVER_URL exactly as configured: the required `aud` and the metadata's `resource`. */
@@ -117,6 +119,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): RuntimeConfig 
 
   return {
     port,
+    host: env.BMM_LISTEN_HOST || "0.0.0.0",
     serverUrl,
     audience: env.BMM_SERVER_URL as string,
     issuer,
