@@ -438,7 +438,15 @@ async fn listen_once(hub: &Weak<HubInner>, url: &str) -> Result<(), tokio_postgr
                     return Ok(());
                 }
                 // A dead TCP peer shows up here rather than after the kernel's keepalive.
-                client.simple_query("SELECT 1").await?;
+                match tokio::time::timeout(Duration::from_secs(10), client.simple_query("SELECT 1")).await {
+                    Ok(r) => {
+                        r?;
+                    }
+                    Err(_) => {
+                        tracing::warn!("build-event listener did not answer a health check in 10 s; reconnecting");
+                        return Ok(());
+                    }
+                }
             }
         }
     }

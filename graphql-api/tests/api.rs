@@ -1,0 +1,387 @@
+//! Queries and mutations through the real HTTP server: auth codes, org
+//! scoping, guard rails, audit, creating servers from previews.
+
+mod common;
+
+use bmm_graphql_api::Limits;
+use bmm_graphql_api::ratelimit::Rate;
+use common::*;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const ME: &str = "{ me { id email role orgId authenticatedWith } }";
+
+#[tokio::test]
+async fn no_token_revoked_key_and_other_orgs_ids_get_the_right_codes() {
+    let app = TestApp::start().await;
+    let (key_a, _, _) = app.user("a@example.com").await;
+    let (key_b, _, org_b) = app.user("b@example.com").await;
+    let (server_b, build_b) = app.seed_build(org_b, "org-b-server").await;
+
+    let (status, body) = app.gql(None, ME, json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(code(&body), Some("UNAUTHENTICATED"), "{body}");
+
+    let (_, body) = app.gql(Some(&key_a), ME, json!({})).await;
+    assert_eq!(body["data"]["me"]["email"], "a@example.com");
+    assert_eq!(body["data"]["me"]["authenticatedWith"], "API_KEY");
+
+    // Another org's server and build: NOT_FOUND, exactly like ids that do not exist.
+    for (q, id) in [
+        ("query($id: ID!) { server(id: $id) { id name } }", server_b),
+        ("query($id: ID!) { build(id: $id) { id status } }", build_b),
+        ("query($id: ID!) { server(id: $id) { id } }", Uuid::now_v7()),
+    ] {
+        let (_, body) = app.gql(Some(&key_a), q, json!({ "id": id })).await;
+        assert_eq!(code(&body), Some("NOT_FOUND"), "{q}: {body}");
+        assert!(body["data"].is_null() || body["data"].as_object().is_some_and(|o| o.values().all(Value::is_null)));
+    }
+    let (_, body) =
+        app.gql(Some(&key_a), "mutation($id: ID!) { deleteServer(id: $id) { id } }", json!({ "id": server_b })).await;
+    assert_eq!(code(&body), Some("NOT_FOUND"), "{body}");
+    let (_, body) = app
+        .gql(
+            Some(&key_a),
+            "mutation($id: ID!) { setServerSecret(serverId: $id, key: \"X\", value: \"y\") { key } }",
+            json!({ "id": server_b }),
+        )
+        .await;
+    assert_eq!(code(&body), Some("NOT_FOUND"), "{body}");
+    // B still sees its own.
+    let (_, body) =
+        app.gql(Some(&key_b), "query($id: ID!) { server(id: $id) { name } }", json!({ "id": server_b })).await;
+    assert_eq!(body["data"]["server"]["name"], "org-b-server", "{body}");
+
+    // A revoked key is refused outright.
+    let (_, body) = app.gql(Some(&key_a), "{ apiKeys { id } }", json!({})).await;
+    let key_id = body["data"]["apiKeys"][0]["id"].as_str().unwrap().to_owned();
+    let (_, body) = app
+        .gql(Some(&key_a), "mutation($id: ID!) { revokeApiKey(id: $id) { revokedAt } }", json!({ "id": key_id }))
+        .await;
+    assert!(body["data"]["revokeApiKey"]["revokedAt"].is_string(), "{body}");
+    let (status, body) = app.gql(Some(&key_a), ME, json!({})).await;
+    assert_eq!(status, 401);
+    assert_eq!(code(&body), Some("UNAUTHENTICATED"));
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("revoked"), "{body}");
+}
+
+#[tokio::test]
+async fn session_cookie_authenticates() {
+    let app = TestApp::start().await;
+    let (_, user, org) = app.user("cookie@example.com").await;
+    let mut conn = app.conn().await;
+    let (token, _) = bmm_auth::identity::create_session(&mut conn, user, org, None, None).await.unwrap();
+    let body: Value = app
+        .http
+        .post(app.url("/graphql"))
+        .header("cookie", format!("bmm_session={token}"))
+        .json(&json!({ "query": ME }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["data"]["me"]["authenticatedWith"], "SESSION", "{body}");
+}
+
+#[tokio::test]
+async fn depth_complexity_and_size_limits_refuse_with_bad_user_input() {
+    let limits = Limits { max_body_bytes: 64 * 1024, ..generous_limits() };
+    let app = TestApp::with_limits(limits).await;
+    let (key, _, _) = app.user("limits@example.com").await;
+
+    let deep = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } }";
+    let (_, body) = app.gql(Some(&key), deep, json!({})).await;
+    assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("nested too deep"), "{body}");
+
+    let wide = "{ auditLog(limit: 200) { id at action resourceType resourceId userId metadata ip } }";
+    let (_, body) = app.gql(Some(&key), wide, json!({})).await;
+    assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("complex"), "{body}");
+
+    let big = "x".repeat(70 * 1024);
+    let (status, body) = app.gql(Some(&key), ME, json!({ "pad": big })).await;
+    assert_eq!(status, 413);
+    assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
+
+    let (_, body) = app.gql(Some(&key), "{ me { nope } }", json!({})).await;
+    assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
+    let resp = app.http.post(app.url("/graphql")).body("{}").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
+    let resp = app
+        .http
+        .post(app.url("/graphql"))
+        .header("content-type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+}
+
+#[tokio::test]
+async fn rate_limit_per_key_answers_rate_limited_with_retry_after() {
+    let limits = Limits {
+        authenticated: Rate { burst: 3, per_second: 0.2 },
+        anonymous: Rate { burst: 2, per_second: 0.2 },
+        ..Limits::default()
+    };
+    let app = TestApp::with_limits(limits).await;
+    let (key, _, _) = app.user("rl@example.com").await;
+    let (other, _, _) = app.user("rl2@example.com").await;
+    for _ in 0..3 {
+        let (status, body) = app.gql(Some(&key), ME, json!({})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let resp = app.http.post(app.url("/graphql")).bearer_auth(&key).json(&json!({ "query": ME })).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(code(&body), Some("RATE_LIMITED"), "{body}");
+    // Another key has its own bucket.
+    let (status, _) = app.gql(Some(&other), ME, json!({})).await;
+    assert_eq!(status, 200);
+    // Anonymous callers are limited per IP.
+    for _ in 0..2 {
+        app.gql(None, ME, json!({})).await;
+    }
+    let (status, body) = app.gql(None, ME, json!({})).await;
+    assert_eq!((status, code(&body)), (429, Some("RATE_LIMITED")));
+}
+
+async fn insert_preview(app: &TestApp, org: Uuid, user: Uuid, expires_in_secs: i64) -> Uuid {
+    use bmm_db::schema::previews;
+    let id = Uuid::now_v7();
+    let mut conn = app.conn().await;
+    diesel::insert_into(previews::table)
+        .values((
+            previews::id.eq(id),
+            previews::org_id.eq(org),
+            previews::user_id.eq(Some(user)),
+            previews::description.eq("weather"),
+            previews::spec.eq(sample_spec()),
+            previews::generator.eq("offline"),
+            previews::expires_at.eq(chrono::Utc::now() + chrono::Duration::seconds(expires_in_secs)),
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    id
+}
+
+const CREATE: &str = "mutation($input: CreateServerInput!) { createServer(input: $input) {
+    server { id slug name url status tools { name inputSchema annotations { readOnlyHint } } secrets { key } versions { version } }
+    build { id status workflowId temporalUrl steps { name status } } } }";
+
+#[tokio::test]
+async fn create_server_from_a_preview_enforces_credentials_seals_secrets_and_starts_the_build() {
+    let app = TestApp::start().await;
+    let (key, user, org) = app.user("create@example.com").await;
+    let preview = insert_preview(&app, org, user, 300).await;
+
+    let bad = [
+        (json!({ "previewId": preview, "name": "  ", "credentials": [] }), "input.name"),
+        (json!({ "previewId": "nope", "name": "W", "credentials": [] }), "input.previewId"),
+        (json!({ "previewId": preview, "name": "W", "credentials": [] }), "input.credentials"),
+        (
+            json!({ "previewId": preview, "name": "W", "credentials": [{ "key": "OTHER", "value": "x" }] }),
+            "input.credentials[0].key",
+        ),
+        (
+            json!({ "previewId": preview, "name": "W", "credentials": [{ "key": "WEATHER_KEY", "value": "" }] }),
+            "input.credentials[0].value",
+        ),
+    ];
+    for (input, field) in bad {
+        let (_, body) = app.gql(Some(&key), CREATE, json!({ "input": input })).await;
+        assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
+        assert_eq!(body["errors"][0]["extensions"]["field"], field, "{body}");
+    }
+    assert!(app.runner.started.lock().unwrap().is_empty());
+
+    let input = json!({ "previewId": preview, "name": "My Weather!", "credentials": [{ "key": "WEATHER_KEY", "value": "s3cret-value" }] });
+    let (_, body) = app.gql(Some(&key), CREATE, json!({ "input": input })).await;
+    let out = &body["data"]["createServer"];
+    assert_eq!(out["server"]["slug"], "my-weather", "{body}");
+    assert_eq!(out["server"]["status"], "BUILDING");
+    assert!(out["server"]["url"].as_str().unwrap().ends_with("/s/my-weather/mcp"));
+    assert_eq!(out["server"]["tools"][0]["name"], "forecast");
+    assert_eq!(out["server"]["secrets"], json!([{ "key": "WEATHER_KEY" }]));
+    assert_eq!(out["build"]["status"], "QUEUED");
+    let build_id: Uuid = out["build"]["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(out["build"]["workflowId"], format!("build-{build_id}"));
+    assert_eq!(out["build"]["steps"].as_array().unwrap().len(), 6);
+
+    let started = app.runner.started.lock().unwrap().clone();
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0].build_id, build_id);
+    assert_eq!(started[0].version, 1);
+    assert_eq!(started[0].slug, "my-weather");
+    assert_eq!(started[0].preview_id, Some(preview));
+
+    // The secret is sealed, bound to its server and key.
+    use bmm_db::schema::{secrets, server_versions};
+    let mut conn = app.conn().await;
+    let (nonce, ct): (Vec<u8>, Vec<u8>) =
+        secrets::table.select((secrets::nonce, secrets::ciphertext)).first(&mut conn).await.unwrap();
+    assert!(!ct.windows(6).any(|w| w == b"s3cret"));
+    let sealed = bmm_core::crypto::Sealed { nonce, ciphertext: ct };
+    let server_id = started[0].server_id;
+    let plain = app.state.cfg.secret_box.open(&sealed, format!("secret:{server_id}:WEATHER_KEY").as_bytes()).unwrap();
+    assert_eq!(plain, b"s3cret-value");
+    let spec: Option<Value> = server_versions::table.select(server_versions::spec).first(&mut conn).await.unwrap();
+    assert!(spec.is_some(), "a fresh preview's spec is used");
+
+    // The same name again gets another slug; an expired preview builds with no spec (regenerated by the build).
+    let expired = insert_preview(&app, org, user, -10).await;
+    let input =
+        json!({ "previewId": expired, "name": "My Weather!", "credentials": [{ "key": "WEATHER_KEY", "value": "v" }] });
+    let (_, body) = app.gql(Some(&key), CREATE, json!({ "input": input })).await;
+    assert_eq!(body["data"]["createServer"]["server"]["slug"], "my-weather-2", "{body}");
+    let sid = app.runner.started.lock().unwrap()[1].server_id;
+    let spec: Option<Value> = server_versions::table
+        .filter(server_versions::server_id.eq(sid))
+        .select(server_versions::spec)
+        .first(&mut conn)
+        .await
+        .unwrap();
+    assert!(spec.is_none());
+
+    // The audit log has the creation, with credential keys but never values.
+    let (_, body) = app
+        .gql(Some(&key), "{ auditLog(action: \"server.create\") { action resourceId metadata ip } }", json!({}))
+        .await;
+    let entries = body["data"]["auditLog"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{body}");
+    assert_eq!(entries[1]["metadata"]["credentialKeys"], json!(["WEATHER_KEY"]));
+    assert_eq!(entries[1]["ip"], "127.0.0.1");
+    assert!(!body.to_string().contains("s3cret"));
+}
+
+#[tokio::test]
+async fn mutations_write_the_audit_log_without_secret_values() {
+    let app = TestApp::start().await;
+    let (key, _, org) = app.user("audit@example.com").await;
+    let (server, build) = app.seed_build(org, "audited").await;
+
+    let (_, body) =
+        app.gql(Some(&key), "mutation { createApiKey(name: \"ci\") { key apiKey { id prefix } } }", json!({})).await;
+    let new_key = body["data"]["createApiKey"]["key"].as_str().unwrap().to_owned();
+    assert!(new_key.starts_with("bmm_"));
+    let (_, body) = app.gql(Some(&new_key), ME, json!({})).await;
+    assert_eq!(body["data"]["me"]["email"], "audit@example.com");
+
+    let (_, body) = app
+        .gql(
+            Some(&key),
+            "mutation($s: ID!) { setServerSecret(serverId: $s, key: \"API_TOKEN\", value: \"hunter2-very-secret\") { key updatedAt } }",
+            json!({ "s": server }),
+        )
+        .await;
+    assert_eq!(body["data"]["setServerSecret"]["key"], "API_TOKEN", "{body}");
+    let (_, body) = app
+        .gql(
+            Some(&key),
+            "mutation($s: ID!) { setServerSecret(serverId: $s, key: \"bad key\", value: \"v\") { key } }",
+            json!({ "s": server }),
+        )
+        .await;
+    assert_eq!(body["errors"][0]["extensions"]["field"], "key", "{body}");
+
+    let (_, body) =
+        app.gql(Some(&key), "mutation($b: ID!) { cancelBuild(id: $b) { id status } }", json!({ "b": build })).await;
+    assert_eq!(body["data"]["cancelBuild"]["id"], build.to_string(), "{body}");
+    assert_eq!(app.runner.cancelled.lock().unwrap().as_slice(), &[build]);
+
+    let (_, body) =
+        app.gql(Some(&key), "mutation($s: ID!) { deleteServer(id: $s) { status } }", json!({ "s": server })).await;
+    assert_eq!(body["data"]["deleteServer"]["status"], "DELETED", "{body}");
+    let (_, body) = app.gql(Some(&key), "{ servers { id } }", json!({})).await;
+    assert_eq!(body["data"]["servers"], json!([]));
+
+    let (_, body) = app.gql(Some(&key), "{ auditLog { action resourceType metadata } }", json!({})).await;
+    let actions: Vec<&str> =
+        body["data"]["auditLog"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["server.delete", "build.cancel", "server.secret.set", "api_key.create"], "{body}");
+    assert!(!body.to_string().contains("hunter2"));
+
+    // Paging: `after` is the last id of the previous page.
+    let (_, body) = app.gql(Some(&key), "{ auditLog(limit: 2) { id action } }", json!({})).await;
+    let last = body["data"]["auditLog"][1]["id"].as_str().unwrap().to_owned();
+    let (_, body) =
+        app.gql(Some(&key), "query($a: ID) { auditLog(limit: 2, after: $a) { action } }", json!({ "a": last })).await;
+    assert_eq!(body["data"]["auditLog"], json!([{ "action": "server.secret.set" }, { "action": "api_key.create" }]));
+    let (_, body) = app.gql(Some(&key), "{ auditLog(limit: 0) { id } }", json!({})).await;
+    assert_eq!(body["errors"][0]["extensions"]["field"], "limit");
+}
+
+#[tokio::test]
+async fn build_query_shows_steps_events_and_temporal_link() {
+    let app = TestApp::start().await;
+    let (key, _, org) = app.user("steps@example.com").await;
+    let (_, build) = app.seed_build(org, "steps").await;
+    use bmm_db::events::{EventKind, NewEvent, append};
+    let mut conn = app.conn().await;
+    for (step, kind) in [
+        ("generate", EventKind::StepStarted),
+        ("generate", EventKind::StepSucceeded),
+        ("check", EventKind::StepStarted),
+        ("check", EventKind::StepRetrying),
+        ("check", EventKind::StepStarted),
+        ("check", EventKind::Log),
+    ] {
+        append(&mut conn, NewEvent { build_id: build, step, kind, message: "m", data: None }).await.unwrap();
+    }
+    let (_, body) = app
+        .gql(
+            Some(&key),
+            "query($id: ID!) { build(id: $id) { status temporalUrl steps { name status attempts } events(after: 4, limit: 1) { seq kind } } }",
+            json!({ "id": build }),
+        )
+        .await;
+    let b = &body["data"]["build"];
+    assert_eq!(b["steps"][0], json!({ "name": "generate", "status": "SUCCEEDED", "attempts": 1 }), "{body}");
+    assert_eq!(b["steps"][1], json!({ "name": "check", "status": "RUNNING", "attempts": 2 }));
+    assert_eq!(b["steps"][2]["status"], "PENDING");
+    assert_eq!(b["events"], json!([{ "seq": 5, "kind": "STEP_STARTED" }]));
+    assert!(b["temporalUrl"].as_str().unwrap().ends_with(&format!("/namespaces/default/workflows/build-{build}")));
+}
+
+#[tokio::test]
+async fn health_readiness_metrics_and_dashboard() {
+    let app = TestApp::start().await;
+    let r = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = app.http.get(app.url("/readyz")).send().await.unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["components"]["postgres"]["status"], "ok", "{body}");
+    assert_eq!(body["components"]["temporal"]["status"], "ok", "{body}");
+    assert_eq!(body["components"]["buildEventListener"]["status"], "ok", "{body}");
+    // No container runtime is configured in this test, so the API is not ready.
+    assert_eq!(body["components"]["docker"]["status"], "not_configured");
+    assert_eq!(status, 503);
+
+    let (key, _, org) = app.user("m@example.com").await;
+    app.seed_build(org, "metrics").await;
+    let _ = key;
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("bmm_builds{status=\"QUEUED\"} 1"), "{text}");
+    assert!(text.contains("bmm_subscriptions_active 0"));
+    assert!(text.contains("bmm_build_event_listener_up 1"));
+
+    let r = app.http.get(app.url("/servers/abc")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let r = app.http.get(app.url("/oauth/nothing-here")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let r = app.http.get(app.url("/missing.js")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let r = app.http.get(app.url("/graphiql")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
