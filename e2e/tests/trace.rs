@@ -1,0 +1,63 @@
+//! One trace from the GraphQL request through the workflow to each activity,
+//! collected by an OTLP receiver on loopback.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bmm_e2e::otlp::Receiver;
+use bmm_e2e::{Gql, Platform, PlatformOptions};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_trace_covers_request_workflow_and_every_activity() {
+    let otlp = Receiver::start().await;
+    let platform = Platform::start(PlatformOptions {
+        env: vec![
+            ("BMM_OTLP_ENDPOINT".into(), otlp.endpoint.clone()),
+            ("BMM_OTLP_PROTOCOL".into(), "http/protobuf".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let gql = Gql::new(platform.url(), &platform.api_key("trace@example.test").await);
+    let (_server, build) = gql.create_server("An echo tool.", "traced").await;
+    let status = gql.wait_build(&build, Duration::from_secs(300)).await;
+    assert_eq!(status, "SUCCEEDED", "{:?}\n{}", gql.events(&build).await, platform.logs());
+
+    // Spans arrive in batches; wait until every activity's span is in.
+    let steps = ["generate", "check", "bundle", "deploy", "smoke", "cutover"];
+    let mut by_trace: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for _ in 0..60 {
+        by_trace.clear();
+        for s in otlp.spans() {
+            by_trace.entry(s.trace_id.clone()).or_default().push(s.name.clone());
+        }
+        let complete = by_trace
+            .values()
+            .any(|names| steps.iter().all(|st| names.iter().any(|n| n.starts_with("RunActivity:") && n.contains(st))));
+        if complete {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (trace, names) = by_trace
+        .iter()
+        .find(|(_, names)| names.iter().any(|n| n.starts_with("RunActivity:")))
+        .unwrap_or_else(|| panic!("no activity spans received; traces: {by_trace:#?}"));
+    for st in steps {
+        assert!(
+            names.iter().any(|n| n.starts_with("RunActivity:") && n.contains(st)),
+            "trace {trace} lacks activity {st}: {names:?}"
+        );
+    }
+    assert!(names.iter().any(|n| n.starts_with("RunWorkflow:")), "trace {trace} lacks the workflow span: {names:?}");
+    assert!(names.iter().any(|n| n.starts_with("StartWorkflow:")), "trace {trace} lacks the start span: {names:?}");
+    assert!(
+        names.iter().any(|n| n.contains("createServer") || n == "graphql.request" || n.starts_with("POST /graphql")),
+        "trace {trace} lacks the GraphQL request span: {names:?}"
+    );
+    // Every activity span of this build is in that one trace.
+    let activity_traces: Vec<&String> =
+        by_trace.iter().filter(|(_, n)| n.iter().any(|n| n.starts_with("RunActivity:"))).map(|(t, _)| t).collect();
+    assert_eq!(activity_traces, vec![trace], "activities spread over several traces");
+}
