@@ -111,7 +111,7 @@ echo "[check-compose] $("${COMPOSE_CMD[@]}" version 2>/dev/null | head -1) ($COM
 section "files"
 for f in "$COMPOSE_FILE" .dockerignore docs/operations.md \
          deploy/Dockerfile.api deploy/Dockerfile.worker deploy/Dockerfile.runtime \
-         deploy/otel-collector.yaml deploy/otel-collector.upstream.yaml deploy/compose.otel-upstream.yml \
+         deploy/otel-collector.yaml deploy/otel-collector.upstream.yaml deploy/compose.otel-upstream.yml deploy/compose.api-2.yml \
          deploy/env.example deploy/.hadolint.yaml deploy/check-images.sh \
          deploy/postgres/init-databases.sh deploy/temporal/schema.sh deploy/temporal/setup.sh \
          deploy/temporal/dynamicconfig.yaml \
@@ -149,6 +149,12 @@ else
   fail "with deploy/compose.otel-upstream.yml: $(cat "$WORK/err")"
   echo '{}' >"$WORK/upstream.json"
 fi
+if compose_env "${COMPOSE_CMD[@]}" -f "$COMPOSE_FILE" -f deploy/compose.api-2.yml config --format json >"$WORK/api2.json" 2>"$WORK/err"; then
+  ok "with deploy/compose.api-2.yml"
+else
+  fail "with deploy/compose.api-2.yml: $(cat "$WORK/err")"
+  echo '{}' >"$WORK/api2.json"
+fi
 # The example ships no secrets: on its own it must be refused.
 if env -i PATH="$PATH" HOME="$HOME" "${COMPOSE_CMD[@]}" --env-file deploy/env.example -f "$COMPOSE_FILE" config --quiet >/dev/null 2>"$WORK/err"; then
   fail "deploy/env.example resolves as is (it must leave the secrets to the operator)"
@@ -176,7 +182,7 @@ done
 # --- the resolved model ----------------------------------------------------
 
 section "services, health checks, dependencies, volumes, environment"
-python3 - "$WORK/model.json" "$WORK/upstream.json" "$ROOT" <<'PY' || failures=$((failures + 1))
+python3 - "$WORK/model.json" "$WORK/upstream.json" "$ROOT" "$WORK/api2.json" <<'PY' || failures=$((failures + 1))
 import json, os, sys
 
 model = json.load(open(sys.argv[1]))
@@ -324,6 +330,15 @@ check(ucol.get("command") == ["--config=/etc/otelcol/config.yaml", "--config=/et
       and (ucol.get("environment") or {}).get("BMM_OTEL_UPSTREAM_ENDPOINT") == "tempo.example.test:4317",
       "the upstream overlay adds deploy/otel-collector.upstream.yaml and its endpoint")
 
+# The second API process: the api service on another port.
+a2 = ((json.load(open(sys.argv[4])).get("services") or {}).get("api-2")) or {}
+same = {k: v for k, v in services["api"].items() if k != "environment"}
+check({k: v for k, v in a2.items() if k != "environment"} == same
+      and {k: v for k, v in (a2.get("environment") or {}).items() if k != "BMM_LISTEN"}
+          == {k: v for k, v in env("api").items() if k != "BMM_LISTEN"}
+      and (a2.get("environment") or {}).get("BMM_LISTEN") == "127.0.0.1:8081",
+      "deploy/compose.api-2.yml: api-2 is api on 127.0.0.1:8081")
+
 # Temporal one-shots.
 check("/bmm/setup.sh" in " ".join(services["temporal-setup"].get("entrypoint") or []), "temporal-setup runs deploy/temporal/setup.sh")
 check("admin-tools" in services["temporal-setup"].get("image", ""), "temporal-setup uses the admin-tools image")
@@ -451,7 +466,7 @@ for s in $settings BMM_CONFIG; do
   if grep -qs "| \`$var\`" docs/operations.md; then ok "$var documented"; else fail "$var is not in the configuration table of docs/operations.md"; fi
 done
 # Every variable the compose file interpolates is explained somewhere.
-grep -ohE '\$\{[A-Z_][A-Z0-9_]*' "$COMPOSE_FILE" deploy/compose.otel-upstream.yml | sed 's/.*{//' | sort -u >"$WORK/vars"
+grep -ohE '\$\{[A-Z_][A-Z0-9_]*' "$COMPOSE_FILE" deploy/compose.*.yml | sed 's/.*{//' | sort -u >"$WORK/vars"
 while read -r var; do
   if grep -qs "$var" docs/operations.md deploy/env.example; then ok "compose variable $var documented"; else fail "compose variable $var is not in docs/operations.md or deploy/env.example"; fi
 done <"$WORK/vars"
