@@ -47,7 +47,7 @@ apt_install() {
 }
 
 deps() {
-  apt_install postgresql docker.io protobuf-compiler chromium chromium-driver ca-certificates curl iproute2
+  apt_install postgresql docker.io protobuf-compiler chromium chromium-driver ca-certificates curl iproute2 shellcheck
   command -v node >/dev/null || apt_install nodejs npm
   local req="$ROOT/e2e/python/requirements.txt" want
   want="$(sha256sum "$req" | cut -c1-64)"

@@ -28,6 +28,8 @@ step "cargo fmt --check"
 cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+step "production stack: temporal-compose.yml, Dockerfiles, shell scripts"
+scripts/check-compose.sh
 step "building"
 cargo build --workspace --bins
 "$CARGO_TARGET_DIR/debug/bmm" migrate
