@@ -47,9 +47,10 @@ done
 curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null || { tail -50 "$ART/bmm-dev.log"; echo "bmm dev never became ready" >&2; exit 1; }
 
 export BMM_URL="http://127.0.0.1:$PORT"
-export BMM_API_KEY="$("$BMM" org create-api-key --email e2e@example.test --name e2e)"
-export BMM_MAGIC_LINK="$("$BMM" auth magic-link --email e2e@example.test)"
-export BMM_MAGIC_LINK_2="$("$BMM" auth magic-link --email e2e@example.test)"
+BMM_API_KEY="$("$BMM" org create-api-key --email e2e@example.test --name e2e)"
+BMM_MAGIC_LINK="$("$BMM" auth magic-link --email e2e@example.test)"
+BMM_MAGIC_LINK_2="$("$BMM" auth magic-link --email e2e@example.test)"
+export BMM_API_KEY BMM_MAGIC_LINK BMM_MAGIC_LINK_2
 
 status=0
 echo "--- official Python MCP client"
@@ -62,7 +63,8 @@ fi
 
 if [ -f e2e/browser/package.json ]; then
   echo "--- headless Chromium"
-  export BMM_MAGIC_LINK="$("$BMM" auth magic-link --email browser@example.test)"
+  BMM_MAGIC_LINK="$("$BMM" auth magic-link --email browser@example.test)"
+  export BMM_MAGIC_LINK
   (cd e2e/browser && node --test) || status=1
 fi
 
