@@ -10,9 +10,7 @@ pub const MAX_INSTRUCTION_CHARS: usize = 4_000;
 /// Largest OpenAPI document accepted, in bytes.
 pub const MAX_OPENAPI_BYTES: usize = 2 * 1024 * 1024;
 /// At most this many repair messages are passed on (compilers can be chatty).
-#[allow(dead_code)]
 pub(crate) const MAX_REPAIR_MESSAGES: usize = 40;
-#[allow(dead_code)]
 pub(crate) const MAX_REPAIR_MESSAGE_CHARS: usize = 600;
 
 /// Phrases that try to override a model's instructions. They have no business
@@ -104,7 +102,6 @@ pub(crate) fn check_request(req: &GenerateRequest) -> Result<(), GenerateError> 
 }
 
 /// Repair messages, bounded in number and length.
-#[allow(dead_code)]
 pub(crate) fn bounded_repair(errors: &[String]) -> Vec<String> {
     let mut out: Vec<String> = errors
         .iter()

@@ -11,11 +11,14 @@ mod check;
 pub mod diff;
 mod error;
 mod input;
+pub mod llm;
 mod names;
-//pub mod llm;
 pub mod offline;
 pub mod openapi;
 
+use std::sync::Arc;
+
+use bmm_core::config::GeneratorConfig;
 use bmm_spec::ToolSpec;
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +26,7 @@ pub use check::validate_spec;
 pub use diff::{SpecDiff, diff};
 pub use error::GenerateError;
 pub use input::{MAX_DESCRIPTION_CHARS, MAX_INSTRUCTION_CHARS, MAX_OPENAPI_BYTES};
-//pub use llm::{AnthropicGenerator, OpenAiGenerator, PROMPT_VERSION, RetryPolicy};
+pub use llm::{AnthropicGenerator, OpenAiGenerator, PROMPT_VERSION, RetryPolicy};
 pub use offline::OfflineGenerator;
 
 /// What to generate from.
@@ -49,7 +52,6 @@ pub struct Usage {
 }
 
 impl Usage {
-    #[allow(dead_code)] // the model clients (next) sum usage over retries
     fn add(&mut self, other: Usage) {
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
@@ -73,4 +75,39 @@ pub trait Generator: Send + Sync {
     async fn generate(&self, req: &GenerateRequest) -> Result<Generated, GenerateError>;
     /// `offline`, `anthropic:<model>` or `openai:<model>`, as recorded on builds.
     fn name(&self) -> String;
+}
+
+/// The generator the configuration asks for.
+pub fn from_config(cfg: &GeneratorConfig) -> Arc<dyn Generator> {
+    match cfg {
+        GeneratorConfig::Offline => Arc::new(OfflineGenerator),
+        GeneratorConfig::Anthropic { api_key, model, base_url } => {
+            Arc::new(AnthropicGenerator::new(api_key.clone(), model.clone(), base_url.clone(), RetryPolicy::default()))
+        }
+        GeneratorConfig::OpenAi { api_key, model, base_url } => {
+            Arc::new(OpenAiGenerator::new(api_key.clone(), model.clone(), base_url.clone(), RetryPolicy::default()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_picks_the_generator() {
+        assert_eq!(from_config(&GeneratorConfig::Offline).name(), "offline");
+        let a = from_config(&GeneratorConfig::Anthropic {
+            api_key: "k".into(),
+            model: "claude-opus-4-7".into(),
+            base_url: "https://api.anthropic.com".parse().unwrap(),
+        });
+        assert_eq!(a.name(), "anthropic:claude-opus-4-7");
+        let o = from_config(&GeneratorConfig::OpenAi {
+            api_key: None,
+            model: "llama3".into(),
+            base_url: "http://127.0.0.1:11434/v1".parse().unwrap(),
+        });
+        assert_eq!(o.name(), "openai:llama3");
+    }
 }
