@@ -185,11 +185,20 @@ impl Toolchain {
     /// the tree (symlinks preserved), there are no timestamps, so the same tree
     /// gives the same bytes wherever it is on disk.
     pub async fn bundle(&self, tree: &Path) -> Result<Vec<u8>, ToolchainError> {
+        self.bundle_entry(tree, ENTRY).await
+    }
+
+    /// [`Toolchain::bundle`] from another entry point of the tree (relative path), e.g. a test harness.
+    pub async fn bundle_entry(&self, tree: &Path, entry: &str) -> Result<Vec<u8>, ToolchainError> {
+        if entry.starts_with('-') || Path::new(entry).is_absolute() {
+            // Never let an entry be read as an esbuild flag or escape the tree.
+            return Err(ToolchainError::Failed { tool: "esbuild", code: None, output: format!("bad entry {entry}") });
+        }
         let nm = self.node_modules()?;
         let esbuild = self.esbuild(&nm)?;
         self.link_modules(tree, &nm)?;
         let args: Vec<String> = [
-            ENTRY,
+            entry,
             "--bundle",
             "--platform=node",
             "--target=node20",

@@ -770,3 +770,114 @@ fn the_http_spec_type_checks_and_bundles() {
         assert!(text.contains("https://api.example.com/v1/forecast/{city}"));
     });
 }
+
+/// Drives the rendered `http` handlers with a recording `ctx.fetch`, so the
+/// templating is checked without any traffic leaving the machine.
+const HTTP_HARNESS: &str = r#"
+import { TOOLS } from "./tools.js";
+import type { ToolContext } from "./runtime/types.js";
+
+const seen: unknown[] = [];
+const ctx = (reply: Response): ToolContext => ({
+  credentials: { WEATHER_API_KEY: "k&y 1" },
+  fetch: async (input, init) => {
+    const headers: Record<string, string> = {};
+    new Headers(init?.headers).forEach((v, k) => { headers[k] = v; });
+    seen.push({ url: String(input), method: init?.method, headers, body: init?.body ?? null });
+    return reply;
+  },
+  log: () => {},
+  signal: new AbortController().signal,
+});
+const tool = (name: string) => TOOLS.find((t) => t.name === name)!;
+const results: unknown[] = [];
+results.push(await tool("get_forecast").handler({ city: "São Paulo/x", days: 3 }, ctx(Response.json({ temp: 21 }))));
+results.push(await tool("get_forecast").handler({ city: "Oslo" }, ctx(new Response("plain", { headers: { "content-type": "text/plain" } }))));
+results.push(await tool("create-note").handler({ title: "t", body: "b" }, ctx(new Response("{}", { status: 201, headers: { "content-type": "application/json" } }))));
+let error = "";
+try {
+  await tool("get_forecast").handler({ city: "x" }, ctx(new Response("upstream broke", { status: 500 })));
+} catch (e) {
+  error = (e as Error).message;
+}
+process.stdout.write(JSON.stringify({ seen, results, error }));
+"#;
+
+#[test]
+fn http_handlers_expand_templates_into_the_request() {
+    run(async {
+        let dir = TempDir::new().unwrap();
+        write_tree(&render(&http_spec()), dir.path()).unwrap();
+        std::fs::write(dir.path().join("src/harness.ts"), HTTP_HARNESS).unwrap();
+        let code = toolchain().bundle_entry(dir.path(), "src/harness.ts").await.unwrap();
+        std::fs::write(dir.path().join("harness.mjs"), code).unwrap();
+        let out = Command::new("node").arg("harness.mjs").current_dir(dir.path()).output().await.unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let seen = &v["seen"];
+        assert_eq!(seen[0]["url"], "https://api.example.com/v1/forecast/S%C3%A3o%20Paulo%2Fx?days=3");
+        assert_eq!(seen[0]["method"], "GET");
+        assert_eq!(seen[0]["headers"]["authorization"], "Bearer k&y 1");
+        assert_eq!(seen[0]["body"], Value::Null);
+        assert_eq!(
+            seen[1]["url"], "https://api.example.com/v1/forecast/Oslo",
+            "an absent optional query argument is left out"
+        );
+        assert_eq!(seen[2]["url"], "https://api.example.com:8443/v1/notes");
+        assert_eq!(seen[2]["method"], "POST");
+        assert_eq!(seen[2]["headers"]["x-api-key"], "k&y 1");
+        assert_eq!(seen[2]["headers"]["content-type"], "application/json");
+        assert_eq!(
+            serde_json::from_str::<Value>(seen[2]["body"].as_str().unwrap()).unwrap(),
+            json!({"title": "t", "body": "b"})
+        );
+        assert_eq!(v["results"], json!([{"temp": 21}, "plain", {}]));
+        assert!(v["error"].as_str().unwrap().contains("answered HTTP 500: upstream broke"), "{v}");
+    });
+}
+
+/// The official Python MCP client (PyPI `mcp`) against a generated server.
+const PY_CLIENT: &str = r#"
+import asyncio, json, os, sys
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+async def main():
+    headers = {"Authorization": "Bearer " + os.environ["TOKEN"]}
+    async with create_mcp_http_client(headers=headers) as http, \
+            streamable_http_client(os.environ["URL"], http_client=http) as (read, write, *_):
+        async with ClientSession(read, write) as session:
+            init = await session.initialize()
+            tools = await session.list_tools()
+            result = await session.call_tool("echo", {"text": "from python"})
+            print(json.dumps({
+                "server": init.server_info.name,
+                "tools": [t.name for t in tools.tools],
+                "text": result.content[0].text,
+                "isError": result.is_error,
+            }))
+
+asyncio.run(main())
+"#;
+
+#[test]
+fn the_official_python_client_talks_to_the_server() {
+    run(async {
+        let spec = test_spec();
+        let s = Server::start(&spec, &[]).await;
+        let out = Command::new("python3")
+            .args(["-c", PY_CLIENT])
+            .env("URL", &s.url)
+            .env("TOKEN", s.token())
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), s.logs());
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["server"], "Echo");
+        assert_eq!(v["tools"].as_array().unwrap().len(), spec.tools.len());
+        assert_eq!(v["text"], "from python");
+        assert_eq!(v["isError"], false);
+    });
+}
