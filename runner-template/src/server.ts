@@ -232,7 +232,8 @@ const http = createServer((req, res) => {
     else res.end();
   });
 });
-http.requestTimeout = 120_000;
+// Long enough for the slowest tool call allowed, plus the request itself.
+http.requestTimeout = cfg.toolTimeoutMs + 30_000;
 http.headersTimeout = 30_000;
 http.keepAliveTimeout = 5_000;
 

@@ -12,7 +12,8 @@ const addFormats = ((addFormatsModule as unknown as { default?: unknown }).defau
   addFormatsModule) as unknown as (ajv: Ajv2020) => Ajv2020;
 
 export class PreparedTool {
-  private readonly validateArgs: ValidateFunction;
+  private readonly validateArgs: ValidateFunction | undefined;
+  private readonly schemaError: string | undefined;
 
   constructor(
     readonly def: ToolDefinition,
@@ -21,11 +22,18 @@ export class PreparedTool {
     // The spec validator accepts draft-07 and 2020-12 schemas; both compile under
     // the 2020-12 vocabulary once the dialect marker is dropped.
     const { $schema: _dialect, ...schema } = def.inputSchema;
-    this.validateArgs = ajv.compile(schema);
+    try {
+      this.validateArgs = ajv.compile(schema);
+    } catch (err) {
+      // One odd schema must not keep the other tools from being served.
+      this.schemaError = err instanceof Error ? err.message : String(err);
+      log("error", "input schema does not compile", { tool: def.name, error: this.schemaError });
+    }
   }
 
   /** An error message for the model to act on, or undefined when the arguments are valid. */
   invalidArguments(args: unknown): string | undefined {
+    if (!this.validateArgs) return `the tool's input schema cannot be used: ${this.schemaError}`;
     if (this.validateArgs(args)) return undefined;
     const errs = (this.validateArgs.errors ?? []) as ErrorObject[];
     return errs
@@ -36,7 +44,13 @@ export class PreparedTool {
 }
 
 export function prepareTools(defs: readonly ToolDefinition[]): Map<string, PreparedTool> {
-  const ajv = new Ajv2020({ strict: false, allErrors: true, validateSchema: false });
+  // ajv's warnings (e.g. an unknown format) go to the JSON log, not to stderr.
+  const logger = {
+    log: (...a: unknown[]) => log("debug", "ajv", { detail: a.map(String).join(" ") }),
+    warn: (...a: unknown[]) => log("warn", "ajv", { detail: a.map(String).join(" ") }),
+    error: (...a: unknown[]) => log("error", "ajv", { detail: a.map(String).join(" ") }),
+  };
+  const ajv = new Ajv2020({ strict: false, allErrors: true, validateSchema: false, logger });
   addFormats(ajv);
   return new Map(defs.map((d) => [d.name, new PreparedTool(d, ajv)]));
 }
