@@ -1,5 +1,10 @@
 // Hash navigation helpers shared by the pages (the router listens to hashchange).
 
+/** The platform's server-rendered sign-in page, coming back here afterwards (`next`). */
+export function signInUrl() {
+  return `/auth/sign-in?next=${encodeURIComponent(`/${location.hash || '#/servers'}`)}`;
+}
+
 export function parseHash() {
   const raw = location.hash.replace(/^#/, '') || '/';
   const [path, qs = ''] = raw.split('?');

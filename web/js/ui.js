@@ -1,5 +1,6 @@
 // Small DOM helpers. Text from the API is always inserted as text nodes,
 // never as HTML.
+import { signInUrl } from './nav.js';
 
 /** h('div', {class: 'x', onclick: fn, 'aria-label': 'y'}, child, [children], 'text') */
 export function h(tag, attrs = {}, ...children) {
@@ -65,7 +66,7 @@ export function errorBox(err, title) {
       e.extensions?.retryAfter ? ` Try again in ${e.extensions.retryAfter} s.` : null,
       e.extensions?.correlationId ? [' Reference ', h('code', {}, e.extensions.correlationId), ' (give it to the operator).'] : null,
       e.path ? h('span', { class: 'visually-hidden' }, ` at ${e.path.join('.')}`) : null)),
-    code === 'UNAUTHENTICATED' ? h('p', { style: 'margin:.25rem 0 0' }, h('a', { href: `/auth/sign-in?redirect=${encodeURIComponent(`/${location.hash}`)}` }, 'Sign in again')) : null);
+    code === 'UNAUTHENTICATED' ? h('p', { style: 'margin:.25rem 0 0' }, h('a', { href: signInUrl() }, 'Sign in again')) : null);
 }
 
 export function loading(what = 'Loading…') { return h('p', { class: 'loading', role: 'status' }, what); }

@@ -1,12 +1,7 @@
 // Shown when the API says UNAUTHENTICATED: the platform's sign-in is
 // server-rendered at /auth/sign-in (email → magic link).
 import { h, replace } from '../ui.js';
-
-export function signInUrl() {
-  // Come back to the page the person asked for after the magic link.
-  const back = `/${location.hash || '#/servers'}`;
-  return `/auth/sign-in?redirect=${encodeURIComponent(back)}`;
-}
+import { signInUrl } from '../nav.js';
 
 export async function render(main) {
   document.title = 'Sign in · BuildMyMCP';
