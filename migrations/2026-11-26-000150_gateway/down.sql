@@ -1,0 +1,2 @@
+DROP INDEX IF EXISTS deployments_status;
+DROP INDEX IF EXISTS deployments_one_live;
