@@ -8,3 +8,14 @@
 pub mod docker;
 /// The MCP client that smoke-tests a new container.
 pub mod smoke;
+
+pub mod blobs;
+pub mod build;
+pub mod error;
+pub mod model;
+pub mod report;
+pub mod steps;
+
+pub use build::BuildActivities;
+pub use error::{StepError, kind};
+pub use model::*;

@@ -1,1 +1,210 @@
-//! TODO
+//! The build workflow and how the rest of the platform drives it.
+//!
+//! [`BuildWorkflow`] is deterministic and short: it reads as the list of
+//! steps (generate → check → bundle → deploy → smoke → cutover), each an
+//! activity of `bmm-activities` with timeouts and a retry policy. History
+//! carries ids and digests only. [`client`] starts, cancels and queries
+//! builds for the API; [`worker`] runs the workflow and its activities.
+//! This crate does no I/O of its own inside the workflow.
+
+pub mod client;
+pub mod worker;
+
+use std::time::Duration;
+
+use bmm_activities::{
+    AbandonInput, BuildActivities, BuildInput, BundleInput, CheckInput, DeployInput, DeployedInput, Ending, Live, Step,
+    kind,
+};
+use temporalio_common::RetryPolicy;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityCancellationType, ActivityExecutionError, ActivityOptions, ApplicationFailure, WorkflowCancellationToken,
+    WorkflowContext, WorkflowContextView, WorkflowResult, WorkflowTermination,
+};
+
+pub use bmm_activities::model::workflow_id;
+
+/// The durable build of one server version.
+#[workflow]
+#[derive(Default)]
+pub struct BuildWorkflow {
+    /// The step running now, or how the build ended; what [`BuildWorkflow::current_step`] answers.
+    current: String,
+}
+
+/// Why the pipeline stopped before going live.
+enum Stop {
+    Failed { step: Step, cause: String },
+    Cancelled { step: Step },
+}
+
+#[workflow_methods]
+impl BuildWorkflow {
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>, input: BuildInput) -> WorkflowResult<Live> {
+        let stop = match pipeline(ctx, &input).await {
+            Ok(live) => {
+                ctx.state_mut(|s| s.current = "succeeded".to_owned());
+                return Ok(live);
+            }
+            Err(stop) => stop,
+        };
+        let (ending, end_state) = match stop {
+            Stop::Failed { step, cause } => (Ending::Failed { step, cause }, "failed"),
+            Stop::Cancelled { step } => {
+                (Ending::Cancelled { reason: ctx.cancellation_token().reason(), step: Some(step) }, "cancelled")
+            }
+        };
+        ctx.state_mut(|s| s.current = "cleanup".to_owned());
+        // Cleanup must run even though the workflow is cancelled: it gets a
+        // token of its own, detached from the workflow's.
+        let cleanup = ctx
+            .execute_activity(
+                BuildActivities::abandon,
+                AbandonInput { build: input.clone(), ending: ending.clone() },
+                options(Step::Deploy, Some(WorkflowCancellationToken::new())),
+            )
+            .await;
+        if let Err(e) = cleanup {
+            // The build's ending could not be recorded; fail loudly so the Web UI shows why.
+            let message = format!("cleanup after the build stopped failed: {}", cause_of(&e));
+            return Err(WorkflowTermination::failed_application(ApplicationFailure::non_retryable(message)));
+        }
+        ctx.state_mut(|s| s.current = end_state.to_owned());
+        match ending {
+            Ending::Cancelled { .. } => Err(WorkflowTermination::cancelled()),
+            Ending::Failed { step, cause } => Err(WorkflowTermination::failed_application(
+                ApplicationFailure::builder(format!("{step} failed: {cause}"))
+                    .type_name("BuildFailed".to_owned())
+                    .non_retryable(true)
+                    .build(),
+            )),
+        }
+    }
+
+    /// The step running now (`generate` … `cutover`), `cleanup`, or how the
+    /// build ended (`succeeded`, `failed`, `cancelled`); `queued` before the first step.
+    #[query]
+    pub fn current_step(&self, _ctx: &WorkflowContextView) -> String {
+        if self.current.is_empty() { "queued".to_owned() } else { self.current.clone() }
+    }
+}
+
+/// The steps, in order. Each returns the small value the next one needs.
+async fn pipeline(ctx: &mut WorkflowContext<BuildWorkflow>, b: &BuildInput) -> Result<Live, Stop> {
+    enter(ctx, Step::Generate)?;
+    let spec = ctx.execute_activity(BuildActivities::generate, b.clone(), options(Step::Generate, None)).await;
+    let spec = settle(ctx, Step::Generate, spec)?;
+
+    enter(ctx, Step::Check)?;
+    let input = CheckInput { build: b.clone(), spec_digest: spec.spec_digest };
+    let source = ctx.execute_activity(BuildActivities::check, input, options(Step::Check, None)).await;
+    let source = settle(ctx, Step::Check, source)?;
+
+    enter(ctx, Step::Bundle)?;
+    let input = BundleInput { build: b.clone(), source_digest: source.source_digest };
+    let bundle = ctx.execute_activity(BuildActivities::bundle, input, options(Step::Bundle, None)).await;
+    let bundle = settle(ctx, Step::Bundle, bundle)?;
+
+    enter(ctx, Step::Deploy)?;
+    let input = DeployInput { build: b.clone(), bundle_digest: bundle.bundle_digest };
+    let deployed = ctx.execute_activity(BuildActivities::deploy, input, options(Step::Deploy, None)).await;
+    let deployed = settle(ctx, Step::Deploy, deployed)?;
+
+    enter(ctx, Step::Smoke)?;
+    let input = DeployedInput { build: b.clone(), deployed };
+    let smoked = ctx.execute_activity(BuildActivities::smoke, input.clone(), options(Step::Smoke, None)).await;
+    settle(ctx, Step::Smoke, smoked)?;
+
+    // Once the cut-over starts it finishes: a cancel arriving now is too late
+    // to take back a route other processes may already follow.
+    enter(ctx, Step::Cutover)?;
+    let live = ctx
+        .execute_activity(
+            BuildActivities::cutover,
+            input,
+            options(Step::Cutover, Some(WorkflowCancellationToken::new())),
+        )
+        .await;
+    settle(ctx, Step::Cutover, live)
+}
+
+/// Record the step (for the query) unless the build was cancelled meanwhile.
+fn enter(ctx: &WorkflowContext<BuildWorkflow>, step: Step) -> Result<(), Stop> {
+    if ctx.cancellation_token().is_cancelled() {
+        return Err(Stop::Cancelled { step });
+    }
+    ctx.state_mut(|s| s.current = step.as_str().to_owned());
+    Ok(())
+}
+
+/// An activity's outcome as the pipeline sees it. A cancel that the activity
+/// did not notice in time still stops the build after it.
+fn settle<T>(
+    ctx: &WorkflowContext<BuildWorkflow>,
+    step: Step,
+    result: Result<T, ActivityExecutionError>,
+) -> Result<T, Stop> {
+    match result {
+        Ok(v) if step == Step::Cutover || !ctx.cancellation_token().is_cancelled() => Ok(v),
+        Ok(_) | Err(ActivityExecutionError::Cancelled(_)) => Err(Stop::Cancelled { step }),
+        Err(_) if ctx.cancellation_token().is_cancelled() && step != Step::Cutover => Err(Stop::Cancelled { step }),
+        Err(e) => Err(Stop::Failed { step, cause: cause_of(&e) }),
+    }
+}
+
+/// The plain-words cause of a failed activity: the innermost message (the
+/// step's own error), or what timed out.
+fn cause_of(e: &ActivityExecutionError) -> String {
+    use temporalio_common::error::IncomingError;
+    let mut cause = e.cause();
+    let mut message = e.failure().map(|f| f.message.clone()).unwrap_or_else(|| e.to_string());
+    while let Some(c) = cause {
+        message = match c {
+            IncomingError::Timeout(_) => {
+                "the step timed out (the worker may have stopped); retries are exhausted".into()
+            }
+            other => other.failure().message.clone(),
+        };
+        cause = match c {
+            IncomingError::Application(a) => a.cause(),
+            _ => None,
+        };
+    }
+    message
+}
+
+/// Timeouts and retries per step. Heartbeat timeouts are short so a killed
+/// worker's activity is retried within seconds; schedule-to-close bounds the
+/// whole step including retries (a Docker outage gets a quarter of an hour).
+pub fn options(step: Step, token: Option<WorkflowCancellationToken>) -> ActivityOptions {
+    let (start_to_close, schedule_to_close, attempts) = match step {
+        // A model call with its own retries and a repair round trip.
+        Step::Generate => (Duration::from_secs(600), Duration::from_secs(1800), 5),
+        Step::Check => (Duration::from_secs(600), Duration::from_secs(1800), 5),
+        Step::Bundle => (Duration::from_secs(300), Duration::from_secs(1200), 5),
+        Step::Deploy => (Duration::from_secs(300), Duration::from_secs(900), 0),
+        Step::Smoke => (Duration::from_secs(120), Duration::from_secs(600), 5),
+        Step::Cutover => (Duration::from_secs(120), Duration::from_secs(900), 0),
+    };
+    let retry = RetryPolicy::builder()
+        .initial_interval(Duration::from_secs(1))
+        .backoff_coefficient(2.0)
+        .maximum_interval(Duration::from_secs(20))
+        .maximum_attempts(attempts)
+        .non_retryable_error_types(kind::NON_RETRYABLE)
+        .build();
+    ActivityOptions::with_close_timeouts(temporalio_common::ActivityCloseTimeouts::ScheduleAndStartToClose {
+        schedule_to_close,
+        start_to_close,
+    })
+    .heartbeat_timeout(Duration::from_secs(10))
+    .retry_policy(retry)
+    // Wait for the activity to acknowledge a cancel, so cleanup never races a
+    // deploy that is still creating its container.
+    .cancellation_type(ActivityCancellationType::WaitCancellationCompleted)
+    .maybe_cancellation_token(token)
+    .summary(step.as_str().to_owned())
+    .build()
+}

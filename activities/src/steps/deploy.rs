@@ -1,0 +1,198 @@
+//! deploy: the bundle in a hardened container (see `crate::docker`), with the
+//! server's credentials from the encrypted store as environment.
+//!
+//! Idempotent: the container name is the build's, so a retried attempt (after
+//! a worker crash mid-deploy) adopts the container the earlier one made, and
+//! the `deployments` row is keyed by that name too.
+
+use bmm_db::schema::{deployments, secrets, server_versions};
+use chrono::Utc;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+use crate::blobs;
+use crate::build::BuildActivities;
+use crate::docker::{DeploySpec, Docker, DockerError};
+use crate::error::{StepError, kind};
+use crate::model::{BuildInput, DeployInput, Deployed};
+use crate::report::Reporter;
+
+pub async fn run(acts: &BuildActivities, r: Reporter, input: &DeployInput) -> Result<Deployed, StepError> {
+    let b = &input.build;
+    let name = b.container_name();
+    let deployment_id = record_intent(&r, b, &name).await?;
+
+    let mut conn = r.conn().await?;
+    let bundle = blobs::get(&mut conn, &input.bundle_digest).await?;
+    let version = super::load_version(&mut conn, b).await?;
+    let spec: Option<bmm_spec::ToolSpec> = version.spec.and_then(|v| serde_json::from_value(v).ok());
+    let credentials = load_credentials(acts, &mut conn, b).await?;
+    drop(conn);
+
+    // Every credential the spec needs must be set; say which by name (never the value).
+    let mut env: Vec<(String, String)> = Vec::new();
+    if let Some(spec) = &spec {
+        let missing: Vec<&str> = spec
+            .credentials
+            .iter()
+            .filter(|c| c.required && !credentials.iter().any(|(k, _)| k == &c.key))
+            .map(|c| c.key.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(StepError::rejected(
+                kind::BAD_INPUT,
+                format!("credential(s) not set: {}; add them on the server's page and build again", missing.join(", ")),
+            ));
+        }
+        let wanted: Vec<&str> = spec.credentials.iter().map(|c| c.key.as_str()).collect();
+        env.extend(credentials.into_iter().filter(|(k, _)| wanted.contains(&k.as_str())));
+    }
+    let keys: Vec<String> = env.iter().map(|(k, _)| k.clone()).collect();
+    env.push(("BMM_SERVER_URL".into(), acts.cfg.server_url(&b.slug)));
+    env.push(("BMM_ISSUER".into(), acts.cfg.issuer()));
+    r.log(&format!(
+        "starting container {name} from {} with {} credential(s){}",
+        acts.cfg.runtime_image,
+        keys.len(),
+        if keys.is_empty() { String::new() } else { format!(" ({})", keys.join(", ")) }
+    ))
+    .await?;
+
+    let jwks_dir = super::smoke::jwks_dir(acts).await?;
+    let docker = docker(acts)?;
+    let spec = DeploySpec {
+        org_id: b.org_id,
+        server_id: b.server_id,
+        build_id: b.build_id,
+        version: b.version,
+        slug: b.slug.clone(),
+        bundle,
+        bundle_digest: input.bundle_digest.clone(),
+        env,
+        jwks_dir,
+    };
+    let container = docker.deploy(&spec).await.map_err(docker_error)?;
+
+    let mut conn = r.conn().await?;
+    diesel::update(deployments::table.filter(deployments::id.eq(deployment_id)))
+        .set((
+            deployments::container_id.eq(Some(&container.id)),
+            deployments::host.eq(Some(&container.host)),
+            deployments::port.eq(Some(i32::from(container.port))),
+            deployments::status.eq("READY"),
+        ))
+        .execute(&mut conn)
+        .await?;
+    diesel::update(server_versions::table.filter(server_versions::id.eq(b.version_id)))
+        .filter(server_versions::org_id.eq(b.org_id))
+        .set(server_versions::image_id.eq(Some(&container.image_id)))
+        .execute(&mut conn)
+        .await?;
+    drop(conn);
+    let how =
+        if container.adopted { "adopted the container an earlier attempt started" } else { "container is healthy" };
+    r.succeeded(
+        &format!("{how}: {} on {}:{}", container.name, container.host, container.port),
+        Some(serde_json::json!({
+            "container": container.name,
+            "host": container.host,
+            "port": container.port,
+            "adopted": container.adopted,
+            "image": container.image_tag,
+        })),
+    )
+    .await?;
+    Ok(Deployed {
+        deployment_id,
+        container_name: container.name,
+        container_id: container.id,
+        host: container.host,
+        port: container.port,
+    })
+}
+
+/// The `deployments` row of this build's container, made before Docker is
+/// asked, so a crash between the two still leaves a record cleanup finds.
+async fn record_intent(r: &Reporter, b: &BuildInput, name: &str) -> Result<Uuid, StepError> {
+    let mut conn = r.conn().await?;
+    let id: Uuid = diesel::insert_into(deployments::table)
+        .values((
+            deployments::id.eq(Uuid::now_v7()),
+            deployments::org_id.eq(b.org_id),
+            deployments::server_id.eq(b.server_id),
+            deployments::version_id.eq(b.version_id),
+            deployments::build_id.eq(b.build_id),
+            deployments::container_name.eq(name),
+            deployments::status.eq("STARTING"),
+        ))
+        .on_conflict(deployments::container_name)
+        .do_update()
+        .set(deployments::status.eq("STARTING"))
+        .returning(deployments::id)
+        .get_result(&mut conn)
+        .await?;
+    Ok(id)
+}
+
+/// The server's credentials, decrypted. Values go to Docker only.
+async fn load_credentials(
+    acts: &BuildActivities,
+    conn: &mut diesel_async::AsyncPgConnection,
+    b: &BuildInput,
+) -> Result<Vec<(String, String)>, StepError> {
+    let rows: Vec<(String, Vec<u8>, Vec<u8>)> = secrets::table
+        .filter(secrets::server_id.eq(b.server_id))
+        .filter(secrets::org_id.eq(b.org_id))
+        .select((secrets::key, secrets::nonce, secrets::ciphertext))
+        .order(secrets::key.asc())
+        .load(conn)
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (key, nonce, ciphertext) in rows {
+        // Bound to its row when sealed (graphql-api's setSecret): `secret:<server id>:<key>`.
+        let context = format!("secret:{}:{key}", b.server_id);
+        let plain = acts
+            .cfg
+            .secret_box
+            .open(&bmm_core::crypto::Sealed { nonce, ciphertext }, context.as_bytes())
+            .map_err(|_| {
+                StepError::rejected(
+                    kind::BAD_INPUT,
+                    format!("credential {key} cannot be decrypted (sealed under another platform key?); set it again"),
+                )
+            })?;
+        let value = String::from_utf8(plain)
+            .map_err(|_| StepError::rejected(kind::BAD_INPUT, format!("credential {key} is not UTF-8 text")))?;
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+pub(crate) fn docker(acts: &BuildActivities) -> Result<Docker, StepError> {
+    Docker::connect(&acts.cfg).map_err(docker_error)
+}
+
+/// Docker's failures in the build's words: an unreachable daemon is retried.
+pub(crate) fn docker_error(e: DockerError) -> StepError {
+    match e {
+        DockerError::Unavailable(m) => StepError::transient(format!("Docker is unreachable: {m}")),
+        DockerError::Failed(m) => StepError::rejected(kind::DEPLOY_FAILED, m),
+        DockerError::BadRequest(m) => StepError::rejected(kind::BAD_INPUT, m),
+    }
+}
+
+/// Remove every container labelled with this build; returns how many went.
+pub async fn remove_build_containers(acts: &BuildActivities, build_id: Uuid) -> Result<usize, StepError> {
+    docker(acts)?.remove_build(build_id).await.map_err(docker_error)
+}
+
+/// Mark a deployment stopped (the container is gone or going).
+pub(crate) async fn mark_stopped(r: &Reporter, deployment_id: Uuid) -> Result<(), StepError> {
+    let mut conn = r.conn().await?;
+    diesel::update(deployments::table.filter(deployments::id.eq(deployment_id)))
+        .set((deployments::status.eq("STOPPED"), deployments::stopped_at.eq(Some(Utc::now()))))
+        .execute(&mut conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! A standalone build worker (`bmm worker` runs the same thing): reads the
+//! configuration from the environment, runs until SIGINT/SIGTERM.
+
+use std::sync::Arc;
+
+fn main() -> std::process::ExitCode {
+    // Larger stacks than tokio's default: the SDK's workflow machinery and the
+    // build steps nest deep futures.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(8 * 1024 * 1024)
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(run())
+}
+
+async fn run() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,temporalio_sdk_core=warn".into()),
+        )
+        .init();
+    let cfg = match bmm_core::Config::from_env() {
+        Ok(cfg) => Arc::new(cfg),
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let pool = match bmm_db::connect(&cfg.database_url, cfg.database_pool_size) {
+        Ok(pool) => pool,
+        Err(e) => {
+            eprintln!("database: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    match bmm_workflows::worker::run_worker(cfg, pool, shutdown).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

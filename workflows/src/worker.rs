@@ -1,0 +1,67 @@
+//! The build worker: polls the build task queue and runs [`BuildWorkflow`]
+//! and the activities of `bmm-activities` until asked to stop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bmm_activities::BuildActivities;
+use bmm_core::Config;
+use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
+use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+
+use crate::BuildWorkflow;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("Temporal at {address} is unreachable: {message}")]
+    Unreachable { address: String, message: String },
+    #[error("the worker could not start: {0}")]
+    Start(String),
+    #[error("the worker stopped: {0}")]
+    Run(String),
+}
+
+/// Run the worker on `cfg.temporal_task_queue` until `shutdown` resolves;
+/// in-flight activities then get a grace period to finish.
+pub async fn run_worker(
+    cfg: Arc<Config>,
+    pool: bmm_db::Pool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WorkerError> {
+    run_worker_with(BuildActivities::new(cfg.clone(), pool), shutdown).await
+}
+
+/// [`run_worker`] with activities of the caller's making (tests pick the generator).
+pub async fn run_worker_with(
+    activities: BuildActivities,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WorkerError> {
+    let cfg = activities.cfg.clone();
+    let runtime = Runtime::from_current_tokio(Default::default()).map_err(|e| WorkerError::Start(e.to_string()))?;
+    let unreachable = |message: String| WorkerError::Unreachable { address: cfg.temporal_address.to_string(), message };
+    let conn_opts =
+        ConnectionOptions::new(cfg.temporal_address.clone()).identity(crate::client::identity("worker")).build();
+    let connection = Connection::connect(conn_opts).await.map_err(|e| unreachable(e.to_string()))?;
+    let client = Client::new(connection, ClientOptions::new(cfg.temporal_namespace.clone()).build())
+        .map_err(|e| unreachable(e.to_string()))?;
+
+    let options = WorkerOptions::new(cfg.temporal_task_queue.clone())
+        .register_workflow::<BuildWorkflow>()
+        .map_err(|e| WorkerError::Start(e.to_string()))?
+        .register_activities(activities)
+        // After a worker dies, its sticky queue holds the next workflow task
+        // until this expires; keep it short so another worker takes over fast.
+        .sticky_queue_schedule_to_start_timeout(Duration::from_secs(3))
+        .graceful_shutdown_period(Duration::from_secs(20))
+        .build();
+    let mut worker = Worker::new(&runtime, client, options).map_err(|e| WorkerError::Start(e.to_string()))?;
+    let stop = worker.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("build worker shutting down");
+        stop();
+    });
+    tracing::info!(task_queue = %cfg.temporal_task_queue, "build worker running");
+    worker.run().await.map_err(|e| WorkerError::Run(e.to_string()))
+}
