@@ -9,10 +9,16 @@
 pub mod error;
 pub mod identity;
 pub mod keys;
+pub mod magic;
+pub mod oauth;
+pub mod pages;
 pub mod principal;
 pub mod snippets;
 pub mod tokens;
 pub mod trace;
+pub mod web;
 
 pub use error::AuthError;
 pub use keys::KeyStore;
+pub use magic::create_magic_link;
+pub use web::{AuthState, routes};
