@@ -30,6 +30,9 @@ pub enum ApiError {
     BadInput { field: String, message: String },
     /// Too many requests; try again after this many seconds.
     RateLimited { retry_after_secs: u64 },
+    /// A dependency failed in a way the user should read about (e.g. the
+    /// model provider is overloaded); `INTERNAL`, with this vetted message.
+    Upstream(String),
     /// Anything else. The detail is logged, never shown.
     Internal(String),
 }
@@ -52,7 +55,7 @@ impl ApiError {
             ApiError::NotFound(_) => code::NOT_FOUND,
             ApiError::BadInput { .. } => code::BAD_USER_INPUT,
             ApiError::RateLimited { .. } => code::RATE_LIMITED,
-            ApiError::Internal(_) => code::INTERNAL,
+            ApiError::Upstream(_) | ApiError::Internal(_) => code::INTERNAL,
         }
     }
 
@@ -83,6 +86,15 @@ impl ApiError {
                         e.set("retryAfter", secs);
                     },
                 )
+            }
+            ApiError::Upstream(message) => {
+                let id = correlation_id();
+                tracing::warn!(correlation_id = %id, error = %message, "upstream failure");
+                let id2 = id.clone();
+                async_graphql::Error::new(format!("{message} (reference {id})")).extend_with(move |_, e| {
+                    e.set("code", code::INTERNAL);
+                    e.set("correlationId", id2.clone());
+                })
             }
             ApiError::Internal(detail) => {
                 let id = correlation_id();

@@ -7,6 +7,7 @@
 //! It talks to the build runner, the spec generator and the container
 //! runtime only through the traits in [`ports`]; it owns no build logic.
 
+pub mod adapters;
 pub mod context;
 pub mod error;
 pub mod guard;

@@ -54,8 +54,9 @@ pub struct GeneratedSpec {
 pub enum GenerateFailure {
     /// The input cannot make a valid spec; `field` names the input field.
     BadInput { field: String, message: String },
-    /// The provider failed (network, quota, malformed output); logged, not shown.
-    Unavailable(String),
+    /// The provider failed (network, quota, unusable output). The message is
+    /// written for the user (no keys, no model output) and is shown.
+    Failed(String),
 }
 
 /// Turns descriptions and OpenAPI documents into tool specs.

@@ -66,6 +66,9 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// The state of one API process: starts the build-event listener (one
     /// PostgreSQL LISTEN connection) and its fan-out.
+    ///
+    /// The offline generator is used when the configuration asks for it;
+    /// others are passed with [`AppStateBuilder::spec_generator`].
     pub fn new(cfg: Arc<Config>, pool: Pool) -> AppState {
         AppStateBuilder::new(cfg, pool).build()
     }
@@ -87,7 +90,19 @@ pub struct AppStateBuilder {
 
 impl AppStateBuilder {
     pub fn new(cfg: Arc<Config>, pool: Pool) -> Self {
-        AppStateBuilder { cfg, pool, limits: Limits::default(), builds: None, generator: None, runtime: None }
+        let generator: Option<Arc<dyn SpecGenerator>> = match cfg.generator {
+            bmm_core::config::GeneratorConfig::Offline => {
+                Some(Arc::new(crate::adapters::Generator(Arc::new(bmm_generator::OfflineGenerator))))
+            }
+            _ => None,
+        };
+        AppStateBuilder { cfg, pool, limits: Limits::default(), builds: None, generator, runtime: None }
+    }
+
+    /// Generate specs with this `bmm_generator` generator (e.g. `bmm_generator::from_config(&cfg.generator)`).
+    pub fn spec_generator(mut self, g: Arc<dyn bmm_generator::Generator>) -> Self {
+        self.generator = Some(Arc::new(crate::adapters::Generator(g)));
+        self
     }
 
     pub fn limits(mut self, limits: Limits) -> Self {

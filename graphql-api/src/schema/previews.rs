@@ -21,9 +21,7 @@ use crate::schema::types::{Credential, Tool, credentials_of, tools_of};
 pub const PREVIEW_TTL: Duration = Duration::minutes(5);
 /// Expired previews are kept this long (a build from an expired preview regenerates from it).
 const PREVIEW_RETENTION: Duration = Duration::days(1);
-pub const MAX_DESCRIPTION_CHARS: usize = 20_000;
-pub const MAX_OPENAPI_BYTES: usize = 3 * 1024 * 1024;
-pub const MAX_INSTRUCTION_CHARS: usize = 4_000;
+pub use bmm_generator::{MAX_DESCRIPTION_CHARS, MAX_INSTRUCTION_CHARS, MAX_OPENAPI_BYTES};
 
 #[derive(InputObject)]
 pub struct PreviewServerInput {
@@ -112,7 +110,7 @@ async fn generate(ctx: &Context<'_>, input: GenerateInput) -> ApiResult<crate::p
         Err(GenerateFailure::BadInput { field, message }) => {
             Err(ApiError::bad_input(field_of("input.", &field), message))
         }
-        Err(GenerateFailure::Unavailable(e)) => Err(ApiError::internal(format!("generator: {e}"))),
+        Err(GenerateFailure::Failed(e)) => Err(ApiError::Upstream(e)),
     }
 }
 

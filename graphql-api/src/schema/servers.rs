@@ -8,7 +8,7 @@ use bmm_core::crypto::SecretBox;
 use bmm_db::models::{
     Build as BuildRow, Deployment as DeploymentRow, Server as ServerRow, ServerVersion as VersionRow,
 };
-use bmm_db::schema::{builds, deployments, oauth_connection_events, secrets, server_versions, servers};
+use bmm_db::schema::{builds, deployments, secrets, server_versions, servers};
 use bmm_spec::ToolSpec;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -89,6 +89,17 @@ pub struct ConnectionTraceEvent {
     pub detail: String,
     pub client_id: Option<String>,
     pub client_name: Option<String>,
+}
+
+/// How to add the server to one MCP client. No snippet carries a secret.
+#[derive(SimpleObject)]
+pub struct InstallSnippet {
+    /// `claude-desktop`, `claude-code`, `cursor`, `vscode` or `chatgpt`.
+    pub client: String,
+    pub title: String,
+    /// How to show `body`: `text` (steps), `shell` or `json`.
+    pub format: String,
+    pub body: String,
 }
 
 /// A stored secret: its key only, never the value.
@@ -215,35 +226,28 @@ impl Server {
             return Err(ApiError::bad_input("limit", "must be between 1 and 200").into());
         }
         let mut conn = state(ctx).pool.get().await.map_err(ApiError::from)?;
-        #[allow(clippy::type_complexity)]
-        let rows: Vec<(DateTime<Utc>, String, bool, String, Option<String>, Option<String>)> =
-            oauth_connection_events::table
-                .filter(oauth_connection_events::server_id.eq(self.0.id))
-                .filter(oauth_connection_events::org_id.eq(self.0.org_id))
-                .order(oauth_connection_events::id.desc())
-                .limit(limit as i64)
-                .select((
-                    oauth_connection_events::at,
-                    oauth_connection_events::step,
-                    oauth_connection_events::ok,
-                    oauth_connection_events::detail,
-                    oauth_connection_events::client_id,
-                    oauth_connection_events::client_name,
-                ))
-                .load(&mut conn)
-                .await
-                .map_err(ApiError::from)?;
+        let rows = bmm_auth::trace::list(&mut conn, self.0.org_id, Some(self.0.id), limit as i64)
+            .await
+            .map_err(ApiError::from)?;
         Ok(rows
             .into_iter()
-            .map(|(at, step, ok, detail, client_id, client_name)| ConnectionTraceEvent {
-                at,
-                step,
-                ok,
-                detail,
-                client_id,
-                client_name,
+            .map(|e| ConnectionTraceEvent {
+                at: e.at,
+                step: e.step,
+                ok: e.ok,
+                detail: e.detail,
+                client_id: e.client_id,
+                client_name: e.client_name,
             })
             .collect())
+    }
+    /// How to add this server to Claude Desktop, Claude Code, Cursor, VS Code and ChatGPT.
+    async fn install_snippets(&self, ctx: &Context<'_>) -> Vec<InstallSnippet> {
+        let url = state(ctx).cfg.server_url(&self.0.slug);
+        bmm_auth::snippets::install_snippets(&self.0.name, &url)
+            .into_iter()
+            .map(|s| InstallSnippet { client: s.client, title: s.title, format: s.format, body: s.body })
+            .collect()
     }
     /// The keys of the secrets stored for this server (never their values).
     async fn secrets(&self, ctx: &Context<'_>) -> Result<Vec<ServerSecret>> {
