@@ -652,6 +652,21 @@ fn validate(spec: &DeploySpec) -> Result<(), DockerError> {
     if !spec.jwks_dir.is_dir() {
         return bad(format!("the JWKS folder {} does not exist", spec.jwks_dir.display()));
     }
+    // The server runs as user 10001: the folder and file must be readable by others.
+    let jwks_file = spec.jwks_dir.join("jwks.json");
+    let Ok(file_meta) = std::fs::metadata(&jwks_file) else {
+        return bad(format!("the JWKS folder {} has no jwks.json", spec.jwks_dir.display()));
+    };
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let dir_mode = std::fs::metadata(&spec.jwks_dir).map(|m| m.permissions().mode()).unwrap_or(0);
+        if dir_mode & 0o005 != 0o005 || file_meta.permissions().mode() & 0o004 == 0 {
+            return bad(format!(
+                "the JWKS folder {} or its jwks.json is not readable by the container's user (needs o+rx on the folder, o+r on the file)",
+                spec.jwks_dir.display()
+            ));
+        }
+    }
     if spec.jwks_dir.to_string_lossy().contains(':') {
         return bad(format!("the JWKS folder {} contains ':'", spec.jwks_dir.display()));
     }

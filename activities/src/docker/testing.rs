@@ -26,6 +26,9 @@ pub(crate) fn docker() -> Docker {
 pub(crate) fn spec(bundle: &[u8], env: &[(&str, &str)]) -> (DeploySpec, tempfile::TempDir) {
     let jwks = tempfile::tempdir().expect("jwks dir");
     std::fs::write(jwks.path().join("jwks.json"), br#"{"keys":[]}"#).expect("jwks file");
+    // Readable by the container's user, like the platform's data folder.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(jwks.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let build_id = Uuid::new_v4();
     let spec = DeploySpec {
         org_id: Uuid::new_v4(),

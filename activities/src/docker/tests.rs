@@ -172,6 +172,14 @@ async fn docker_bad_requests_are_refused_before_touching_docker() {
         ("set by the platform", Box::new(|s| s.env.push(("PORT".into(), "1".into())))),
         ("not valid", Box::new(|s| s.env.push(("A=B".into(), "1".into())))),
         ("does not exist", Box::new(|s| s.jwks_dir = "/nonexistent/jwks".into())),
+        ("has no jwks.json", Box::new(|s| std::fs::remove_file(s.jwks_dir.join("jwks.json")).unwrap())),
+        (
+            "not readable by the container's user",
+            Box::new(|s| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&s.jwks_dir, std::fs::Permissions::from_mode(0o700)).unwrap()
+            }),
+        ),
     ];
     for (want, change) in cases {
         let (mut spec, _jwks) = spec(TEST_SERVER, &[("SECRET_VALUE_KEY", "hunter2")]);
@@ -213,6 +221,35 @@ async fn docker_missing_runtime_image_is_a_clear_failure() {
     let err = d.deploy(&spec).await.expect_err("missing image");
     let DockerError::Failed(msg) = &err else { panic!("expected Failed, got {err:?}") };
     assert!(msg.contains("runtime image bmm-runtime:does-not-exist is missing"), "{msg}");
+}
+
+#[test]
+fn docker_errors_map_to_plain_classes() {
+    let server = |status_code: u16, message: &str| BollardError::DockerResponseServerError {
+        status_code,
+        message: message.to_owned(),
+    };
+    let clash = map_bollard(
+        "unix:///var/run/docker.sock",
+        server(
+            500,
+            "driver failed programming external connectivity: Bind for 127.0.0.1:8080 failed: port is already allocated",
+        ),
+        "start the container",
+    );
+    assert!(matches!(&clash, DockerError::Failed(m) if m.contains("the host port is already in use")), "{clash:?}");
+    assert!(!clash.is_retryable());
+    let refused = map_bollard("h", server(400, "invalid mount config"), "create the container");
+    assert!(
+        matches!(&refused, DockerError::BadRequest(m) if m == "Docker refused to create the container: invalid mount config")
+    );
+    let gone = map_bollard("unix:///x.sock", BollardError::SocketNotFoundError("/x.sock".into()), "ping");
+    assert_eq!(
+        gone.to_string(),
+        "Docker is unavailable: cannot reach the Docker daemon at unix:///x.sock: no socket at /x.sock"
+    );
+    assert!(gone.is_retryable());
+    assert!(map_bollard("h", BollardError::RequestTimeoutError, "ping").is_retryable());
 }
 
 #[test]
