@@ -30,6 +30,10 @@ pub struct BuildActivities {
     pub pool: Pool,
     pub generator: Arc<dyn Generator>,
     pub keys: bmm_auth::keys::KeyStore,
+    /// Test hook: hold the first attempt of these steps for a while after it
+    /// starts (heartbeating), so a test can kill the worker mid-step.
+    /// From `BMM_TEST_PAUSE`, e.g. `bundle=6,deploy=6` (seconds).
+    pub pauses: Vec<(Step, Duration)>,
 }
 
 impl BuildActivities {
@@ -41,7 +45,8 @@ impl BuildActivities {
     /// With a generator of the caller's choosing (tests use a scripted one).
     pub fn with_generator(cfg: Arc<Config>, pool: Pool, generator: Arc<dyn Generator>) -> BuildActivities {
         let keys = bmm_auth::keys::KeyStore::new(pool.clone(), cfg.clone());
-        BuildActivities { cfg, pool, generator, keys }
+        let pauses = std::env::var("BMM_TEST_PAUSE").map(|v| parse_pauses(&v)).unwrap_or_default();
+        BuildActivities { cfg, pool, generator, keys, pauses }
     }
 
     /// Run one attempt of `step`: STEP_STARTED, the work under heartbeats and
@@ -63,10 +68,15 @@ impl BuildActivities {
         let r = Reporter::new(self.pool.clone(), build.build_id, step);
         tracing::info!(build = %build.build_id, %step, attempt, "step attempt starts");
         // Boxed: step futures are large, and worker threads have small stacks.
+        let pause = self.pauses.iter().find(|(s, _)| *s == step).map(|(_, d)| *d).filter(|_| attempt == 1);
         let run = Box::pin({
             let r = r.clone();
             async move {
                 r.started(attempt).await?;
+                if let Some(pause) = pause {
+                    tracing::warn!(%step, ?pause, "BMM_TEST_PAUSE: holding the step");
+                    tokio::time::sleep(pause).await;
+                }
                 work(r).await
             }
         });
@@ -99,6 +109,17 @@ impl BuildActivities {
 /// generator, and the build log says so (see `steps::generate`).
 fn generator_for(_cfg: &Config) -> Arc<dyn Generator> {
     Arc::new(bmm_generator::OfflineGenerator)
+}
+
+/// `bundle=6,deploy=6` → pauses; unknown steps and bad numbers are ignored.
+fn parse_pauses(v: &str) -> Vec<(Step, Duration)> {
+    v.split(',')
+        .filter_map(|item| {
+            let (step, secs) = item.split_once('=')?;
+            let step = Step::ALL.into_iter().find(|s| s.as_str() == step.trim())?;
+            Some((step, Duration::from_secs(secs.trim().parse().ok()?)))
+        })
+        .collect()
 }
 
 /// Heartbeat forever. Heartbeats carry nothing: steps are idempotent by
@@ -162,5 +183,17 @@ impl BuildActivities {
             tracing::warn!(build = %input.build.build_id, error = %e, "abandoning the build failed");
             e.into_activity_error()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pauses_parse() {
+        use super::*;
+        assert_eq!(
+            parse_pauses("bundle=6, deploy=2,nope=1,check=x"),
+            vec![(Step::Bundle, Duration::from_secs(6)), (Step::Deploy, Duration::from_secs(2))]
+        );
     }
 }
