@@ -68,6 +68,8 @@ struct Cache {
     public: HashMap<String, DecodingKey>,
     jwks: Option<Value>,
     loaded_at: Option<Instant>,
+    /// The kids in the JWKS file this process last wrote.
+    written_kids: Option<Vec<String>>,
 }
 
 /// The platform's signing keys. Cheap to clone; clones share one cache.
@@ -105,6 +107,7 @@ impl KeyStore {
     pub async fn init(&self) -> Result<(), AuthError> {
         self.signing_key().await?;
         self.refresh().await?;
+        // Written even if unchanged since this process started: the file may be missing.
         if let Some(dir) = &self.jwks_dir {
             self.write_jwks_file(dir).await?;
         }
@@ -124,12 +127,8 @@ impl KeyStore {
         self.cache.write().await.signing = Some(key.clone());
         if created {
             tracing::info!(kid = %row.kid, "new signing key");
+            // Publishes the new key (and rewrites the JWKS file).
             self.refresh().await?;
-            if let Some(dir) = &self.jwks_dir
-                && let Err(e) = self.write_jwks_file(dir).await
-            {
-                tracing::error!(error = %e, "could not write the JWKS file after rotating keys");
-            }
         }
         Ok(key)
     }
@@ -166,11 +165,41 @@ impl KeyStore {
                 Err(err) => tracing::error!(kid = %row.kid, error = %err, "unusable public key skipped"),
             }
         }
+        let kids: Vec<String> = rows.iter().map(|r| r.kid.clone()).collect();
+        let jwks = json!({ "keys": jwks_keys });
         let mut cache = self.cache.write().await;
         cache.public = public;
-        cache.jwks = Some(json!({ "keys": jwks_keys }));
+        cache.jwks = Some(jwks.clone());
         cache.loaded_at = Some(Instant::now());
+        // Keep the file the containers read in step with the table, whoever rotated.
+        if let Some(dir) = &self.jwks_dir
+            && cache.written_kids.as_ref() != Some(&kids)
+        {
+            match write_jwks_value(dir, &jwks).await {
+                Ok(()) => cache.written_kids = Some(kids),
+                Err(e) => tracing::error!(error = %e, "could not write the JWKS file"),
+            }
+        }
         Ok(())
+    }
+
+    /// Keep keys current in the background: rotate when due and re-read the
+    /// table (rewriting the JWKS file when the key set changed) every `every`.
+    pub fn spawn_maintenance(&self, every: StdDuration) -> tokio::task::JoinHandle<()> {
+        let keys = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = keys.signing_key().await {
+                    tracing::error!(error = ?e, "signing key maintenance failed");
+                }
+                if let Err(e) = keys.refresh().await {
+                    tracing::error!(error = ?e, "signing key refresh failed");
+                }
+            }
+        })
     }
 
     /// The JWKS: every public key whose tokens may still be valid, newest first.
@@ -206,13 +235,17 @@ impl KeyStore {
     /// rename), readable by the containers that bind-mount `dir`.
     pub async fn write_jwks_file(&self, dir: &Path) -> Result<(), AuthError> {
         let jwks = self.jwks().await?;
-        let body = serde_json::to_vec_pretty(&jwks).expect("JSON value serialises");
-        let dir = dir.to_owned();
-        tokio::task::spawn_blocking(move || write_atomically(&dir, "jwks.json", &body))
-            .await
-            .map_err(|e| AuthError::Keys(e.to_string()))?
-            .map_err(|e| AuthError::Keys(format!("writing the JWKS file: {e}")))
+        write_jwks_value(dir, &jwks).await
     }
+}
+
+async fn write_jwks_value(dir: &Path, jwks: &Value) -> Result<(), AuthError> {
+    let body = serde_json::to_vec_pretty(jwks).expect("JSON value serialises");
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || write_atomically(&dir, "jwks.json", &body))
+        .await
+        .map_err(|e| AuthError::Keys(e.to_string()))?
+        .map_err(|e| AuthError::Keys(format!("writing the JWKS file: {e}")))
 }
 
 fn write_atomically(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
@@ -434,5 +467,31 @@ pub(crate) mod tests {
             .unwrap();
         keys.refresh().await.unwrap();
         assert_eq!(keys.jwks().await.unwrap()["keys"].as_array().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn another_process_rotating_is_picked_up_into_the_jwks_file() {
+        let db = TestDb::new().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = test_config(&db, dir.path(), 3600);
+        seed_test_key(&db.pool(), &cfg).await;
+        let a = KeyStore::new(db.pool(), cfg.clone());
+        a.init().await.unwrap();
+        let read = || -> Value {
+            serde_json::from_slice(&std::fs::read(dir.path().join("jwks").join("jwks.json")).unwrap()).unwrap()
+        };
+        assert_eq!(read()["keys"].as_array().unwrap().len(), 1);
+        let mut conn = db.pool().get().await.unwrap();
+        diesel::update(signing_keys::table)
+            .set(signing_keys::created_at.eq(Utc::now() - Duration::hours(2)))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let b = KeyStore::without_jwks_file(db.pool(), cfg.clone());
+        let new = b.signing_key().await.unwrap().kid;
+        a.refresh().await.unwrap();
+        let file = read();
+        assert_eq!(file["keys"].as_array().unwrap().len(), 2);
+        assert_eq!(file["keys"][0]["kid"], new.as_str());
     }
 }

@@ -226,8 +226,15 @@ pub(super) async fn authorize_get(
     State(st): State<AuthState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-    axum::extract::Query(p): axum::extract::Query<AuthorizeParams>,
+    query: Result<axum::extract::Query<AuthorizeParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let Ok(axum::extract::Query(p)) = query else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Cannot connect this app",
+            "The app's request is malformed (a parameter is repeated or unreadable). Try connecting again.",
+        );
+    };
     let mut conn = match st.conn().await {
         Ok(c) => c,
         Err(e) => return internal(&e),
@@ -303,8 +310,15 @@ fn consent_page(c: &Checked, server: &ResourceServer, user: &Principal, csrf: &s
 pub(super) async fn authorize_post(
     State(st): State<AuthState>,
     headers: HeaderMap,
-    axum::Form(p): axum::Form<AuthorizeParams>,
+    form: Result<axum::Form<AuthorizeParams>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    let Ok(axum::Form(p)) = form else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Cannot connect this app",
+            "The approval form was malformed. Connect again from the app.",
+        );
+    };
     let mut conn = match st.conn().await {
         Ok(c) => c,
         Err(e) => return internal(&e),

@@ -68,6 +68,15 @@ struct RefreshRow {
     revoked_at: Option<DateTime<Utc>>,
 }
 
+/// A body that is not a form (wrong content type, repeated parameter) still
+/// gets an RFC 6749 JSON error.
+fn form_error(e: &axum::extract::rejection::FormRejection) -> OAuthError {
+    OAuthError::bad(
+        "invalid_request",
+        format!("the body must be application/x-www-form-urlencoded with each parameter once ({})", e.body_text()),
+    )
+}
+
 /// The refresh-token family a code starts, derived from the code so a
 /// replayed code can find (and revoke) what its first use issued.
 fn family_of_code(code_hash: &[u8]) -> Uuid {
@@ -91,8 +100,12 @@ struct Issued {
 pub(super) async fn token(
     State(st): State<AuthState>,
     headers: HeaderMap,
-    axum::Form(f): axum::Form<TokenForm>,
+    form: Result<axum::Form<TokenForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    let f = match form {
+        Ok(axum::Form(f)) => f,
+        Err(e) => return form_error(&e).into_response(),
+    };
     let mut conn = match st.conn().await {
         Ok(c) => c,
         Err(e) => return OAuthError::Internal(e).into_response(),
@@ -413,8 +426,12 @@ pub struct RevokeForm {
 pub(super) async fn revoke(
     State(st): State<AuthState>,
     headers: HeaderMap,
-    axum::Form(f): axum::Form<RevokeForm>,
+    form: Result<axum::Form<RevokeForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    let f = match form {
+        Ok(axum::Form(f)) => f,
+        Err(e) => return form_error(&e).into_response(),
+    };
     let mut conn = match st.conn().await {
         Ok(c) => c,
         Err(e) => return OAuthError::Internal(e).into_response(),
