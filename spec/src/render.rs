@@ -92,13 +92,27 @@ impl Rendered {
     }
 }
 
+/// Objects with their keys sorted, whichever way serde_json's maps are built
+/// (another crate enabling `preserve_order` must not change the rendering).
+fn canonical(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(String, serde_json::Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, canonical(v))).collect())
+        }
+        serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(canonical).collect()),
+        other => other,
+    }
+}
+
 /// TypeScript source for a JSON value: JSON is valid TypeScript expression syntax.
 fn ts(value: &impl Serialize) -> String {
-    serde_json::to_string(value).expect("JSON serialises")
+    serde_json::to_string(&canonical(serde_json::to_value(value).expect("JSON value"))).expect("JSON serialises")
 }
 
 fn ts_pretty(value: &impl Serialize) -> String {
-    serde_json::to_string_pretty(value).expect("JSON serialises")
+    serde_json::to_string_pretty(&canonical(serde_json::to_value(value).expect("JSON value"))).expect("JSON serialises")
 }
 
 /// Line endings normalised, and a final newline so the closing brace has its own line.
@@ -276,6 +290,17 @@ mod tests {
         assert_eq!(r.locate("src/tools/echo.ts", 9), None, "the end fence is not handler code");
         assert_eq!(lines[9], "}");
         assert_eq!(r.locate("src/server.ts", 7), None);
+    }
+
+    /// The generated files, as a reviewable diff whenever the renderer changes.
+    #[test]
+    fn generated_files_snapshot() {
+        let r = render(&http_spec());
+        insta::assert_snapshot!("http_spec.ts", r.files["src/spec.ts"]);
+        insta::assert_snapshot!("http_tools.ts", r.files["src/tools.ts"]);
+        insta::assert_snapshot!("http_get_forecast.ts", r.files["src/tools/get_forecast.ts"]);
+        insta::assert_snapshot!("echo_echo.ts", render(&echo_spec()).files["src/tools/echo.ts"]);
+        insta::assert_snapshot!("package.json", r.files["package.json"]);
     }
 
     #[test]

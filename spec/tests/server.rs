@@ -371,6 +371,7 @@ fn tool_results_errors_and_arguments() {
 
         let r = call_tool(&s, "api_key", json!({})).await;
         assert_eq!(r["content"][0]["text"], "key-from-env");
+        assert!(!s.logs().contains("key-from-env"), "credentials never reach the log");
         let r = call_tool(&s, "missing_key", json!({})).await;
         assert_eq!(r["isError"], true);
         assert!(r["content"][0]["text"].as_str().unwrap().contains("OTHER_KEY is not configured"), "{r}");
@@ -879,5 +880,76 @@ fn the_official_python_client_talks_to_the_server() {
         assert_eq!(v["tools"].as_array().unwrap().len(), spec.tools.len());
         assert_eq!(v["text"], "from python");
         assert_eq!(v["isError"], false);
+    });
+}
+
+/// Serves `body` as JSON to every connection on a loopback port; counts requests.
+async fn serve_json(body: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/oauth/jwks", listener.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (url, hits)
+}
+
+#[test]
+fn tokens_verify_against_a_remote_jwks_url() {
+    run(async {
+        let (jwks_url, hits) = serve_json(json!({"keys": [jwk(KEY_1, "k1")]}).to_string()).await;
+        let s = Server::start(&test_spec(), &[("BMM_JWKS_FILE", ""), ("BMM_JWKS_URL", &jwks_url)]).await;
+        let r = post(&s.url, Some(&s.token()), &initialize(), &[]).await;
+        assert_eq!(r.status, 200, "{}\n{}", r.body, s.logs());
+        assert!(hits.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the JWKS was fetched");
+        assert_refused(&s, &sign(KEY_2, "k2", &s.claims()), "signing key is unknown").await;
+        assert_refused(&s, &s.token_with(json!({"aud": "https://elsewhere.example/mcp"})), "audience").await;
+    });
+}
+
+#[test]
+fn a_misconfigured_server_exits_with_every_problem_listed() {
+    run(async {
+        let dir = TempDir::new().unwrap();
+        std::fs::write(dir.path().join("server.mjs"), bundle(&test_spec()).await).unwrap();
+        let out = Command::new("node")
+            .arg("server.mjs")
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PORT", "99999")
+            .env("BMM_ISSUER", "not a url")
+            .env("BMM_ALLOWED_ORIGINS", "https://ok.example.com,https://bad.example.com/path")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(78));
+        let line: Value = serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+        assert_eq!(line["msg"], "cannot start");
+        let problems = line["problems"].to_string();
+        for needle in [
+            "PORT must be at most 65535",
+            "BMM_SERVER_URL is not set",
+            "BMM_ISSUER is not a URL",
+            "BMM_JWKS_FILE or BMM_JWKS_URL",
+            "not an origin: https://bad.example.com/path",
+        ] {
+            assert!(problems.contains(needle), "{needle} missing from {problems}");
+        }
     });
 }
