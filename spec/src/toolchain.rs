@@ -161,6 +161,19 @@ impl Toolchain {
         std::os::unix::fs::symlink(&target, &link).map_err(io)
     }
 
+    /// Everything `check` and `bundle` need is on disk (for `bmm doctor` and start-up checks).
+    pub fn ensure_installed(&self) -> Result<(), ToolchainError> {
+        let nm = self.node_modules()?;
+        self.tsc(&nm)?;
+        self.esbuild(&nm)?;
+        for package in ["@modelcontextprotocol/sdk", "jose", "ajv", "ajv-formats", "@types/node"] {
+            if !nm.join(package).join("package.json").is_file() {
+                return Err(ToolchainError::Missing(self.dir.clone()));
+            }
+        }
+        Ok(())
+    }
+
     /// `tsc --noEmit -p <tree>`: `Ok(())` when the tree type-checks.
     pub async fn check(&self, tree: &Path) -> Result<(), CheckError> {
         let nm = self.node_modules()?;
@@ -348,6 +361,15 @@ mod tests {
             Err(CheckError::Toolchain(ToolchainError::Missing(_))) => {}
             other => panic!("expected Missing, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_installed_toolchain_is_complete_and_a_partial_one_is_not() {
+        Toolchain::from_env().ensure_installed().expect("run scripts/stack.sh toolchain");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("node_modules/esbuild/bin")).unwrap();
+        let err = Toolchain::new(dir.path()).ensure_installed().unwrap_err();
+        assert!(matches!(err, ToolchainError::Missing(_)), "{err}");
     }
 
     #[tokio::test]
