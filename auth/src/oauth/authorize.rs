@@ -218,8 +218,28 @@ async fn user_server(
     }
 }
 
-async fn trace_refusal(conn: &mut AsyncPgConnection, p: &AuthorizeParams, org: Option<uuid::Uuid>, r: &Refusal) {
-    trace::record(conn, org, None, p.client_id.as_deref(), None, "authorize", false, &r.cause()).await;
+/// Record a refusal on the trace of the server the request named (if it
+/// names one), so its owner sees why a client could not connect.
+async fn trace_refusal(conn: &mut AsyncPgConnection, st: &AuthState, p: &AuthorizeParams, r: &Refusal) {
+    let server = match p.resource.as_deref() {
+        Some(res) => find_resource(conn, &st.cfg, res).await.ok().and_then(Result::ok),
+        None => None,
+    };
+    let name = match p.client_id.as_deref() {
+        Some(id) => find_client(conn, id).await.ok().flatten().map(|c| c.display_name().to_owned()),
+        None => None,
+    };
+    trace::record(
+        conn,
+        server.as_ref().map(|s| s.org_id),
+        server.as_ref().map(|s| s.id),
+        p.client_id.as_deref(),
+        name.as_deref(),
+        "authorize",
+        false,
+        &r.cause(),
+    )
+    .await;
 }
 
 pub(super) async fn authorize_get(
@@ -242,7 +262,7 @@ pub(super) async fn authorize_get(
     let c = match check(&mut conn, &st, &p).await {
         Ok(c) => c,
         Err(r) => {
-            trace_refusal(&mut conn, &p, None, &r).await;
+            trace_refusal(&mut conn, &st, &p, &r).await;
             return refuse(&st, r);
         }
     };
@@ -254,7 +274,7 @@ pub(super) async fn authorize_get(
     let server = match user_server(&mut conn, &st, &c, &user).await {
         Ok(s) => s,
         Err(r) => {
-            trace_refusal(&mut conn, &p, Some(user.org_id), &r).await;
+            trace_refusal(&mut conn, &st, &p, &r).await;
             return refuse(&st, r);
         }
     };
@@ -326,7 +346,7 @@ pub(super) async fn authorize_post(
     let c = match check(&mut conn, &st, &p).await {
         Ok(c) => c,
         Err(r) => {
-            trace_refusal(&mut conn, &p, None, &r).await;
+            trace_refusal(&mut conn, &st, &p, &r).await;
             return refuse(&st, r);
         }
     };
@@ -345,7 +365,7 @@ pub(super) async fn authorize_post(
     let server = match user_server(&mut conn, &st, &c, &user).await {
         Ok(s) => s,
         Err(r) => {
-            trace_refusal(&mut conn, &p, Some(user.org_id), &r).await;
+            trace_refusal(&mut conn, &st, &p, &r).await;
             return refuse(&st, r);
         }
     };

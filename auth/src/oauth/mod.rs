@@ -66,6 +66,15 @@ impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let (status, body) = match self {
             OAuthError::Bad { status, code, description } => {
+                if status == StatusCode::UNAUTHORIZED {
+                    // RFC 6749 §5.2: a 401 invalid_client names the scheme the client may use.
+                    let mut resp = (status, axum::Json(json!({ "error": code, "error_description": description })))
+                        .into_response();
+                    resp.headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"bmm-oauth\""));
+                    no_store(resp.headers_mut());
+                    return resp;
+                }
                 (status, json!({ "error": code, "error_description": description }))
             }
             OAuthError::Internal(e) => {

@@ -306,6 +306,17 @@ async fn missing_pkce_is_refused() {
     assert_eq!(get(&q, "error").as_deref(), Some("invalid_request"));
     assert!(get(&q, "error_description").unwrap().contains("PKCE"));
     assert_eq!(get(&q, "state").as_deref(), Some("xyz"));
+    // The server's owner sees why on the connection trace.
+    let mut conn = h.conn().await;
+    let events = crate::trace::list(&mut conn, org, None, 10).await.unwrap();
+    assert!(
+        events.iter().any(|e| e.step == "authorize"
+            && !e.ok
+            && e.detail.contains("PKCE")
+            && e.client_name.as_deref() == Some("Test Client")
+            && e.server_id.is_some()),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
@@ -546,6 +557,7 @@ async fn confidential_clients_authenticate_by_their_method() {
     // Wrong secret: 401 invalid_client (the code stays usable).
     let resp = h.http.post(h.url("/oauth/token")).basic_auth(&id, Some("nope")).form(&form).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(resp.headers().get("www-authenticate").unwrap().to_str().unwrap().starts_with("Basic"));
     assert_eq!(resp.json::<Value>().await.unwrap()["error"], "invalid_client");
     // Secret in the form although registered for Basic: refused.
     let mut post_form = form.to_vec();
