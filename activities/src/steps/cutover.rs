@@ -1,16 +1,17 @@
-//! cutover: in one transaction the new deployment becomes LIVE, the server
-//! LIVE on this version, the build SUCCEEDED with BUILD_SUCCEEDED, and every
-//! API process is told (NOTIFY `bmm_routes`) to route the stable URL to the
-//! new container. The previous container then drains and stops.
+//! cutover: in one transaction the gateway's cut-over (the new deployment
+//! LIVE, the previous one DRAINING, the server LIVE on this version, NOTIFY
+//! `bmm_routes` so every API process routes the stable URL to the new
+//! container) and the build SUCCEEDED with BUILD_SUCCEEDED. The previous
+//! container then gets a moment for requests already inside it, and stops
+//! with SIGTERM (the runner finishes in-flight requests before it exits).
 
 use std::time::Duration;
 
 use bmm_db::events::{EventKind, NewEvent};
 use bmm_db::models::BuildStatus;
-use bmm_db::schema::{builds, deployments, servers};
+use bmm_db::schema::{builds, deployments};
 use chrono::Utc;
 use diesel::prelude::*;
-use diesel::sql_types::Text;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -19,8 +20,6 @@ use crate::error::StepError;
 use crate::model::{DeployedInput, Live};
 use crate::report::Reporter;
 
-/// The NOTIFY channel the gateway listens on for route changes.
-pub const ROUTES_CHANNEL: &str = "bmm_routes";
 /// Time the old container keeps serving requests that started before the switch.
 const DRAIN: Duration = Duration::from_secs(2);
 /// SIGTERM → SIGKILL grace of the old container (the runner shuts down gracefully).
@@ -32,7 +31,7 @@ pub async fn run(acts: &BuildActivities, r: Reporter, input: &DeployedInput) -> 
     let deployment_id = input.deployed.deployment_id;
     let mut conn = r.conn().await?;
     let url_for_tx = url.clone();
-    let retired: Vec<(Uuid, String)> = conn
+    let cut = conn
         .transaction::<_, diesel::result::Error, _>(|conn| {
             Box::pin(async move {
                 let now = Utc::now();
@@ -44,31 +43,10 @@ pub async fn run(acts: &BuildActivities, r: Reporter, input: &DeployedInput) -> 
                     .first(conn)
                     .await?;
                 if status == BuildStatus::Succeeded.as_str() {
-                    return Ok(Vec::new());
+                    return Ok(false);
                 }
-                let retired: Vec<(Uuid, String)> = diesel::update(
-                    deployments::table
-                        .filter(deployments::server_id.eq(b.server_id))
-                        .filter(deployments::status.eq("LIVE"))
-                        .filter(deployments::id.ne(deployment_id)),
-                )
-                .set(deployments::status.eq("DRAINING"))
-                .returning((deployments::id, deployments::container_name))
-                .get_results(conn)
-                .await?;
-                diesel::update(deployments::table.filter(deployments::id.eq(deployment_id)))
-                    .set((deployments::status.eq("LIVE"), deployments::live_at.eq(Some(now))))
-                    .execute(conn)
-                    .await?;
-                diesel::update(servers::table.filter(servers::id.eq(b.server_id)))
-                    .filter(servers::org_id.eq(b.org_id))
-                    .set((
-                        servers::status.eq("LIVE"),
-                        servers::current_version_id.eq(Some(b.version_id)),
-                        servers::updated_at.eq(now),
-                    ))
-                    .execute(conn)
-                    .await?;
+                // The gateway's cut-over: LIVE, DRAINING, server on this version, NOTIFY on commit.
+                bmm_gateway::cut_over(conn, b.server_id, deployment_id).await?;
                 diesel::update(builds::table.filter(builds::id.eq(b.build_id)))
                     .set((
                         builds::status.eq(BuildStatus::Succeeded.as_str()),
@@ -76,12 +54,6 @@ pub async fn run(acts: &BuildActivities, r: Reporter, input: &DeployedInput) -> 
                         builds::finished_at.eq(Some(now)),
                         builds::error.eq(None::<String>),
                     ))
-                    .execute(conn)
-                    .await?;
-                let payload = serde_json::json!({ "slug": b.slug, "server_id": b.server_id }).to_string();
-                diesel::sql_query("SELECT pg_notify($1, $2)")
-                    .bind::<Text, _>(ROUTES_CHANNEL)
-                    .bind::<Text, _>(payload)
                     .execute(conn)
                     .await?;
                 bmm_db::events::append(
@@ -106,9 +78,21 @@ pub async fn run(acts: &BuildActivities, r: Reporter, input: &DeployedInput) -> 
                     },
                 )
                 .await?;
-                Ok(retired)
+                Ok(true)
             })
         })
+        .await?;
+    if !cut {
+        r.log("the cut-over was already committed by an earlier attempt").await?;
+    }
+    // Every earlier deployment of this server still draining (this cut-over's
+    // predecessor, or one an interrupted cut-over left behind).
+    let retired: Vec<(Uuid, String)> = deployments::table
+        .filter(deployments::server_id.eq(input.build.server_id))
+        .filter(deployments::status.eq("DRAINING"))
+        .filter(deployments::id.ne(deployment_id))
+        .select((deployments::id, deployments::container_name))
+        .load(&mut conn)
         .await?;
     drop(conn);
 

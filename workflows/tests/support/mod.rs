@@ -76,6 +76,11 @@ impl Env {
 
     /// A worker in this process; dropping the guard stops it.
     pub fn worker(&self) -> InProcessWorker {
+        self.worker_with(None)
+    }
+
+    /// A worker in this process whose activities use `generator`.
+    pub fn worker_with(&self, generator: Option<Arc<dyn bmm_generator::Generator>>) -> InProcessWorker {
         let (tx, rx) = oneshot::channel::<()>();
         let cfg = self.cfg.clone();
         let pool = self.pool.clone();
@@ -87,7 +92,11 @@ impl Env {
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(bmm_workflows::worker::run_worker(cfg, pool, async {
+            let activities = match generator {
+                Some(g) => bmm_activities::BuildActivities::with_generator(cfg, pool, g),
+                None => bmm_activities::BuildActivities::new(cfg, pool),
+            };
+            rt.block_on(bmm_workflows::worker::run_worker_with(activities, async {
                 let _ = rx.await;
             }))
         });
