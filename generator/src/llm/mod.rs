@@ -28,9 +28,18 @@ use crate::{GenerateError, GenerateRequest, check, openapi};
 pub const PROMPT_VERSION: &str = "system-v1";
 pub(crate) const SYSTEM_PROMPT: &str = include_str!("../../prompts/system-v1.md");
 
-/// The JSON Schema of a tool spec, given to the model as the shape of its answer.
-pub(crate) static TOOL_SPEC_SCHEMA: LazyLock<Value> =
-    LazyLock::new(|| serde_json::from_str(include_str!("tool_spec.schema.json")).expect("tool spec schema is JSON"));
+/// The JSON Schema of a tool spec (`spec/tool-spec.schema.json`), given to the
+/// model as the shape of its answer. `$schema` and `$id` are dropped: tool
+/// input schemas are plain schema objects.
+pub(crate) static TOOL_SPEC_SCHEMA: LazyLock<Value> = LazyLock::new(|| {
+    let mut schema: Value =
+        serde_json::from_str(include_str!("../../../spec/tool-spec.schema.json")).expect("tool spec schema is JSON");
+    if let Some(o) = schema.as_object_mut() {
+        o.remove("$schema");
+        o.remove("$id");
+    }
+    schema
+});
 
 /// Largest OpenAPI document passed to a model (bigger ones are imported offline).
 pub const MAX_MODEL_OPENAPI_BYTES: usize = 200 * 1024;

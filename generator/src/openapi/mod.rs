@@ -11,14 +11,16 @@ use serde_json::{Map, Value, json};
 use url::Url;
 
 use crate::GenerateError;
-use crate::check::MAX_TOOLS;
+use crate::check::{MAX_DESCRIPTION_BYTES, MAX_TOOLS};
 use crate::names::{arg_name, is_arg_name, snake_case, unique};
 use schema::{Resolver, non_object_type, object_shape};
 use security::{Placement, Requirement, Schemes, read_schemes, requirement};
 
-/// Longest tool description taken from a document.
+/// Longest tool description taken from a document, in bytes (tool lists are read by models: keep them short).
 const MAX_TOOL_DESCRIPTION: usize = 1_000;
-const MAX_SERVER_DESCRIPTION: usize = 1_000;
+/// Longest server description taken from a document, in bytes.
+const MAX_SERVER_DESCRIPTION: usize = MAX_DESCRIPTION_BYTES;
+/// Longest server name, in bytes.
 const MAX_SERVER_NAME: usize = 80;
 
 /// Methods a tool can call, in the order tools are listed for each path.
@@ -541,11 +543,16 @@ fn host_port(u: &Url) -> String {
     }
 }
 
+/// `s` cut to at most `max` bytes on a character boundary, marked with `…` when cut.
 fn clip(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
+    if s.len() <= max {
         return s.to_owned();
     }
-    format!("{}…", s.chars().take(max - 1).collect::<String>().trim_end())
+    let mut end = max - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", s[..end].trim_end())
 }
 
 /// JSON or YAML text → a JSON value (YAML keys such as `200:` become strings).

@@ -95,7 +95,7 @@ fn petstore_expanded() {
     );
     let find = spec.tool("find_pets").unwrap();
     assert!(find.description.starts_with("Returns all pets from the system"));
-    assert!(find.description.chars().count() <= MAX_TOOL_DESCRIPTION);
+    assert!(find.description.len() <= MAX_TOOL_DESCRIPTION);
     assert_eq!(find.input_schema["properties"]["tags"]["type"], "array");
     let delete = spec.tool("delete_pet").unwrap();
     assert_eq!(delete.annotations.read_only_hint, Some(false));
@@ -449,4 +449,12 @@ fn argument_name_clashes_are_resolved() {
         "{:?}",
         imp.warnings
     );
+}
+
+#[test]
+fn clip_counts_bytes_and_respects_characters() {
+    assert_eq!(clip("short", 10), "short");
+    let cut = clip(&"é".repeat(100), 11);
+    assert!(cut.len() <= 11 && cut.ends_with('…'), "{cut}");
+    assert_eq!(cut, "éééé…");
 }
