@@ -23,7 +23,7 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     BuildImageOptions, CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+    RemoveContainerOptions, RemoveImageOptions, StartContainerOptions, StopContainerOptions,
 };
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -238,7 +238,7 @@ impl Docker {
     pub async fn deploy(&self, spec: &DeploySpec) -> Result<DeployedContainer, DockerError> {
         validate(spec)?;
         let c = self.client().await?;
-        let (image_tag, image_id) = self.ensure_image(&c, spec).await?;
+        let (mut image_tag, mut image_id) = self.ensure_image(&c, spec).await?;
         let name = container_name(&spec.slug, spec.version, spec.build_id);
 
         let mut adopted = false;
@@ -259,11 +259,22 @@ impl Docker {
             }
         }
         if existing.is_none() {
-            match c.create_container(Some(create_options(&name)), self.container_body(spec, &image_tag)).await {
-                Ok(_) => {}
-                // Another attempt of this deploy created it meanwhile: adopt it.
-                Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => adopted = true,
-                Err(e) => return Err(self.map_err(e, "create the container")),
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                match c.create_container(Some(create_options(&name)), self.container_body(spec, &image_tag)).await {
+                    Ok(_) => break,
+                    // Another attempt of this deploy created it meanwhile: adopt it.
+                    Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => {
+                        adopted = true;
+                        break;
+                    }
+                    // The image went away (a concurrent cleanup of another build): build it again, once.
+                    Err(BollardError::DockerResponseServerError { status_code: 404, .. }) if attempts == 1 => {
+                        (image_tag, image_id) = self.ensure_image(&c, spec).await?;
+                    }
+                    Err(e) => return Err(self.map_err(e, "create the container")),
+                }
             }
         }
 
@@ -311,13 +322,40 @@ impl Docker {
             .await
             .map_err(|e| self.map_err(e, "list containers"))?;
         let mut removed = 0;
+        let mut images = std::collections::BTreeSet::new();
         for summary in list {
             if let Some(id) = summary.id {
                 self.remove(&id).await?;
                 removed += 1;
             }
+            images.extend(summary.image_id);
+        }
+        for image in images {
+            self.remove_unused_image(&c, &image).await;
         }
         Ok(removed)
+    }
+
+    /// Delete one of our per-bundle images if no container uses it any more
+    /// (Docker refuses while one does). Best effort: images are a cache.
+    async fn remove_unused_image(&self, c: &bollard::Docker, image_id: &str) {
+        let managed = match c.inspect_image(image_id).await {
+            Ok(img) => img
+                .config
+                .and_then(|cfg| cfg.labels)
+                .is_some_and(|l| l.get(MANAGED_LABEL).map(String::as_str) == Some("true")),
+            Err(_) => false,
+        };
+        // Never the runtime image or anything else we did not build.
+        if !managed {
+            return;
+        }
+        let opts = RemoveImageOptions { force: false, noprune: false };
+        match c.remove_image(image_id, Some(opts), None).await {
+            Ok(_) => tracing::debug!(image = image_id, "removed an unused server image"),
+            Err(BollardError::DockerResponseServerError { status_code: 404 | 409, .. }) => {}
+            Err(e) => tracing::warn!(image = image_id, error = %e, "could not remove a server image"),
+        }
     }
 
     /// Stop a container with SIGTERM, then SIGKILL after `grace`. A missing or
@@ -565,6 +603,8 @@ impl Docker {
     async fn wait_healthy(&self, c: &bollard::Docker, name: &str) -> Result<(String, u16), DockerError> {
         let deadline = Instant::now() + HEALTH_TIMEOUT;
         let mut last_probe = String::from("no answer yet");
+        // Restarts before this wait (an adopted container's history) do not count.
+        let mut baseline: Option<i64> = None;
         loop {
             let info = self
                 .inspect(c, name)
@@ -572,10 +612,11 @@ impl Docker {
                 .ok_or_else(|| DockerError::Failed(format!("container {name} was removed while starting")))?;
             let state = info.state.clone().unwrap_or_default();
             let restarts = info.restart_count.unwrap_or(0);
+            let restarted = restarts > *baseline.get_or_insert(restarts);
             let exited =
                 matches!(state.status, Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD))
                     || state.restarting == Some(true)
-                    || restarts > 0;
+                    || restarted;
             if exited {
                 let logs = self.tail_text(name, FAILURE_LOG_LINES).await;
                 let code = state.exit_code.unwrap_or_default();

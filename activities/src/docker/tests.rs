@@ -81,6 +81,30 @@ async fn docker_deploy_runs_a_hardened_healthy_container() {
     let lines: Vec<LogLine> = d.logs(&deployed.name, 10, false).map(|l| l.unwrap()).collect().await;
     assert!(lines.iter().any(|l| l.line.contains("listening") && l.stream == LogStream::Stdout), "{lines:?}");
 
+    // Following the logs: a line logged after the stream opened shows up in it.
+    let mut follow = Box::pin(d.logs(&deployed.name, 0, true));
+    let reader = tokio::spawn(async move {
+        while let Some(line) = follow.next().await {
+            let line = line.unwrap();
+            if line.line.contains("notifications/followed") {
+                return Some(line);
+            }
+        }
+        None
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let poke = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/mcp", deployed.port))
+        .bearer_auth("test-token")
+        .body(r#"{"jsonrpc":"2.0","method":"notifications/followed"}"#);
+    assert_eq!(poke.send().await.unwrap().status(), 202);
+    let followed = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("no followed log line within 10s")
+        .unwrap()
+        .expect("the followed log stream ended");
+    assert_eq!(followed.stream, LogStream::Stdout);
+
     let listed = d.list_server_containers(spec.server_id).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].build_id, Some(spec.build_id));
@@ -133,6 +157,39 @@ async fn docker_redeploy_adopts_the_same_container() {
     assert_eq!(count_build(spec.build_id).await, 1);
 
     assert_eq!(d.remove_build(spec.build_id).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn docker_remove_build_removes_the_image_only_when_unused() {
+    let d = docker();
+    let c = d.client().await.unwrap();
+    // A bundle of its own, so no other test shares the image.
+    let bundle = [TEST_SERVER, format!("\n// {}\n", Uuid::new_v4()).as_bytes()].concat();
+    let (first, _j1) = spec(&bundle, &[]);
+    let (second, _j2) = spec(&bundle, &[]);
+    let _c1 = Cleanup(first.build_id);
+    let _c2 = Cleanup(second.build_id);
+    let a = d.deploy(&first).await.unwrap();
+    let b = d.deploy(&second).await.unwrap();
+    assert_eq!(a.image_id, b.image_id, "the same bundle reuses one image");
+
+    // Still used by the second build's container: kept.
+    assert_eq!(d.remove_build(first.build_id).await.unwrap(), 1);
+    assert!(c.inspect_image(&a.image_tag).await.is_ok());
+    // Unused now: removed; the runtime image is never touched.
+    assert_eq!(d.remove_build(second.build_id).await.unwrap(), 1);
+    assert!(matches!(
+        c.inspect_image(&a.image_tag).await,
+        Err(BollardError::DockerResponseServerError { status_code: 404, .. })
+    ));
+    assert!(c.inspect_image(&config().runtime_image).await.is_ok());
+
+    // A later deploy of the same bundle builds it again.
+    let (third, _j3) = spec(&bundle, &[]);
+    let _c3 = Cleanup(third.build_id);
+    let again = d.deploy(&third).await.unwrap();
+    assert_eq!(again.image_tag, a.image_tag);
+    assert_eq!(d.remove_build(third.build_id).await.unwrap(), 1);
 }
 
 #[tokio::test]
