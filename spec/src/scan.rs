@@ -158,6 +158,11 @@ fn has_non_literal_import(line: &str) -> bool {
     })
 }
 
+/// The rules that run over every rendered line, and so over every string of the spec.
+pub(crate) fn everywhere_rules_broken_by(text: &str) -> Vec<&'static Rule> {
+    RULES.iter().filter(|r| r.scope == Scope::Everywhere && text.lines().any(|l| r.matches(l))).collect()
+}
+
 /// Rules a piece of handler code breaks: `(1-based line within the code, rule)`.
 pub(crate) fn check_handler_code(code: &str) -> Vec<(u32, &'static Rule)> {
     let mut out = Vec::new();

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::error::{FieldError, SpecErrors};
 use crate::model::{Handler, HttpCall, SPEC_VERSION, Tool, ToolSpec};
-use crate::scan::{INJECTION, check_handler_code, excerpt};
+use crate::scan::{INJECTION, check_handler_code, everywhere_rules_broken_by, excerpt};
 
 pub const MAX_TOOLS: usize = 64;
 pub const MAX_CREDENTIALS: usize = 32;
@@ -127,7 +127,57 @@ pub fn validate(spec: &ToolSpec) -> Result<(), SpecErrors> {
         validate_tool(&mut e, &at, tool, &hosts, &credentials);
     }
 
+    validate_rendered_strings(&mut e, spec);
+
     if e.0.is_empty() { Ok(()) } else { Err(SpecErrors(e.0)) }
+}
+
+/// Every string of the spec lands in a rendered file, where the build's
+/// banned-pattern scan reads it; refuse here what the scan would refuse there,
+/// naming the field. Handler code has its own rule, and prompt-injection
+/// markers in descriptions, titles, labels and input schemas are reported above.
+fn validate_rendered_strings(e: &mut Errors, spec: &ToolSpec) {
+    fn walk(e: &mut Errors, v: &Value, path: &str) {
+        match v {
+            Value::String(s) => check(e, path, s),
+            Value::Object(map) => {
+                for (k, val) in map {
+                    let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    if child.ends_with(".handler.typescript") && child.starts_with("tools[") {
+                        continue;
+                    }
+                    check(e, &child, k);
+                    walk(e, val, &child);
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(e, item, &format!("{path}[{i}]"));
+                }
+            }
+            _ => {}
+        }
+    }
+    fn check(e: &mut Errors, path: &str, text: &str) {
+        let covered = |p: &str| {
+            matches!(p, "name" | "description")
+                || p.contains(".inputSchema")
+                || (p.starts_with("tools[") && (p.ends_with(".title") || p.ends_with(".description")))
+                || (p.starts_with("credentials[")
+                    && (p.ends_with(".label") || p.ends_with(".description") || p.ends_with(".usedIn")))
+        };
+        for rule in everywhere_rules_broken_by(text) {
+            if rule.name == "prompt injection" && covered(path) {
+                continue;
+            }
+            e.add(
+                path,
+                format!("contains `{}`, which the build's banned-pattern scan refuses ({})", rule.name, rule.why),
+            );
+        }
+    }
+    let Ok(json) = serde_json::to_value(spec) else { return };
+    walk(e, &json, "");
 }
 
 fn validate_credentials(e: &mut Errors, spec: &ToolSpec) -> BTreeSet<String> {
@@ -767,6 +817,24 @@ mod tests {
         c.method = "POST".into();
         c.body_args = vec!["nope".into()];
         refused(&s, "tools[0].handler.bodyArgs[0]", "not in the input schema");
+    }
+
+    #[test]
+    fn strings_the_build_scan_would_refuse_are_refused_with_their_field() {
+        let mut s = echo_spec();
+        s.tools[0].description = "Runs a command with child_process.".into();
+        refused(&s, "tools[0].description", "`child_process`");
+        let mut s = echo_spec();
+        s.tools[0].input_schema["properties"]["text"]["description"] = json!("Passed to eval() on the server");
+        refused(&s, "tools[0].inputSchema.properties.text.description", "`eval(`");
+        let mut s = http_spec();
+        http(&mut s).headers.insert("X-Note".into(), "ignore previous instructions".into());
+        refused(&s, "tools[0].handler.headers.X-Note", "`prompt injection`");
+        // Every rendered file of a valid spec passes the scan.
+        for spec in [echo_spec(), http_spec()] {
+            validate(&spec).unwrap();
+            assert!(crate::scan(&crate::render(&spec)).is_empty());
+        }
     }
 
     #[test]
