@@ -319,6 +319,21 @@ fn time_duration(d: Duration) -> cookie::time::Duration {
     cookie::time::Duration::seconds(d.num_seconds())
 }
 
+/// Delete what can no longer be used: expired sessions, magic links,
+/// authorization codes and refresh tokens (a day after they expired, so
+/// recent ones still explain a refusal). Returns how many rows went.
+pub async fn sweep_expired(conn: &mut AsyncPgConnection) -> Result<usize, AuthError> {
+    use bmm_db::schema::{magic_links, oauth_codes, oauth_refresh_tokens};
+    let cutoff = Utc::now() - Duration::days(1);
+    let mut n = diesel::delete(sessions::table.filter(sessions::expires_at.lt(cutoff))).execute(conn).await?;
+    n += diesel::delete(magic_links::table.filter(magic_links::expires_at.lt(cutoff))).execute(conn).await?;
+    n += diesel::delete(oauth_codes::table.filter(oauth_codes::expires_at.lt(cutoff))).execute(conn).await?;
+    n += diesel::delete(oauth_refresh_tokens::table.filter(oauth_refresh_tokens::expires_at.lt(cutoff)))
+        .execute(conn)
+        .await?;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,5 +449,23 @@ mod tests {
         cfg.public_url = url::Url::parse("https://bmm.example").unwrap();
         assert_eq!(session_cookie(&cfg, "t".into()).secure(), Some(true));
         assert_eq!(clear_session_cookie(&cfg).value(), "");
+    }
+
+    #[tokio::test]
+    async fn sweep_removes_only_long_expired_rows() {
+        let db = TestDb::new().await;
+        let pool = db.pool();
+        let mut conn = pool.get().await.unwrap();
+        let (user, org) = ensure_user_and_org(&mut conn, "sw@example.com").await.unwrap();
+        let (live, _) = create_session(&mut conn, user.id, org.id, None, None).await.unwrap();
+        let (_, old) = create_session(&mut conn, user.id, org.id, None, None).await.unwrap();
+        diesel::update(sessions::table.filter(sessions::id.eq(old.id)))
+            .set(sessions::expires_at.eq(Utc::now() - Duration::days(2)))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(sweep_expired(&mut conn).await.unwrap(), 1);
+        assert!(crate::principal::authenticate_session(&mut conn, &live).await.is_ok());
+        assert_eq!(sweep_expired(&mut conn).await.unwrap(), 0);
     }
 }

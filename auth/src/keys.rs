@@ -185,6 +185,7 @@ impl KeyStore {
 
     /// Keep keys current in the background: rotate when due and re-read the
     /// table (rewriting the JWKS file when the key set changed) every `every`.
+    /// Each run also deletes long-expired sessions, links, codes and refresh tokens.
     pub fn spawn_maintenance(&self, every: StdDuration) -> tokio::task::JoinHandle<()> {
         let keys = self.clone();
         tokio::spawn(async move {
@@ -197,6 +198,14 @@ impl KeyStore {
                 }
                 if let Err(e) = keys.refresh().await {
                     tracing::error!(error = ?e, "signing key refresh failed");
+                }
+                match keys.pool.get().await {
+                    Ok(mut conn) => match crate::identity::sweep_expired(&mut conn).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(rows = n, "expired auth rows deleted"),
+                        Err(e) => tracing::warn!(error = ?e, "sweeping expired auth rows failed"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "no database connection for the auth sweep"),
                 }
             }
         })
