@@ -42,7 +42,13 @@ pub fn app(state: AppState) -> Router {
     if dev {
         router = router.route("/graphiql", get(graphiql));
     }
-    router.fallback(crate::web::serve).with_state(ctx)
+    let auth = bmm_auth::routes(bmm_auth::AuthState::new(
+        ctx.state.pool.clone(),
+        ctx.state.cfg.clone(),
+        ctx.state.keys.clone(),
+    ));
+    let gateway = bmm_gateway::router(ctx.state.gateway.clone());
+    router.fallback(crate::web::serve).with_state(ctx).merge(auth).merge(gateway)
 }
 
 fn peer_ip(req_ext: &axum::http::Extensions) -> Option<String> {
@@ -293,6 +299,7 @@ async fn render_metrics(st: &AppState) -> Result<String, String> {
         st.started.elapsed().as_secs() as i64,
     )?))
     .map_err(e)?;
+    st.gateway.metrics.register(&reg).map_err(e)?;
     let mut buf = Vec::new();
     TextEncoder::new().encode(&reg.gather(), &mut buf).map_err(e)?;
     String::from_utf8(buf).map_err(|e| e.to_string())

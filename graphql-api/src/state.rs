@@ -49,6 +49,10 @@ pub struct StateInner {
     pub builds: Option<Arc<dyn BuildRunner>>,
     pub generator: Option<Arc<dyn SpecGenerator>>,
     pub runtime: Option<Arc<dyn Runtime>>,
+    /// The platform's signing keys (OAuth routes and the gateway's token checks).
+    pub keys: bmm_auth::KeyStore,
+    /// The MCP gateway mounted at `/s/{slug}/mcp`.
+    pub gateway: bmm_gateway::GatewayState,
     pub started: Instant,
 }
 
@@ -64,13 +68,21 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// The state of one API process: starts the build-event listener (one
-    /// PostgreSQL LISTEN connection) and its fan-out.
-    ///
-    /// The offline generator is used when the configuration asks for it;
-    /// others are passed with [`AppStateBuilder::spec_generator`].
-    pub fn new(cfg: Arc<Config>, pool: Pool) -> AppState {
-        AppStateBuilder::new(cfg, pool).build()
+    /// The production state of one API process: the generator the
+    /// configuration names, builds on Temporal (when a client is given),
+    /// Docker for logs and deletion, the signing keys and the gateway.
+    /// Starts the build-event listener (one PostgreSQL LISTEN connection and
+    /// its fan-out) and the gateway's route listener. Call inside a Tokio runtime.
+    pub fn new(cfg: Arc<Config>, pool: Pool, temporal: Option<bmm_workflows::client::TemporalClient>) -> AppState {
+        let mut b = AppStateBuilder::new(cfg.clone(), pool).spec_generator(bmm_generator::from_config(&cfg.generator));
+        if let Some(client) = temporal {
+            b = b.builds(Arc::new(crate::adapters::TemporalBuilds { client, cfg: cfg.clone() }));
+        }
+        match bmm_activities::docker::Docker::connect(&cfg) {
+            Ok(d) => b = b.runtime(Arc::new(crate::adapters::DockerRuntime(d))),
+            Err(e) => tracing::warn!(error = %e, "Docker is not reachable: serverLogs and container removal are off"),
+        }
+        b.build()
     }
 
     pub fn builder(cfg: Arc<Config>, pool: Pool) -> AppStateBuilder {
@@ -127,6 +139,9 @@ impl AppStateBuilder {
 
     pub fn build(self) -> AppState {
         let hub = EventHub::start(self.pool.clone(), self.cfg.database_url.clone());
+        let keys = bmm_auth::KeyStore::new(self.pool.clone(), self.cfg.clone());
+        let gateway = bmm_gateway::GatewayState::with_keys(self.cfg.clone(), self.pool.clone(), keys.clone());
+        gateway.spawn_route_listener();
         AppState(Arc::new(StateInner {
             limiter: RateLimiter::new(self.limits.authenticated, self.limits.anonymous),
             cfg: self.cfg,
@@ -136,6 +151,8 @@ impl AppStateBuilder {
             builds: self.builds,
             generator: self.generator,
             runtime: self.runtime,
+            keys,
+            gateway,
             started: Instant::now(),
         }))
     }

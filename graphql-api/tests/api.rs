@@ -384,4 +384,14 @@ async fn health_readiness_metrics_and_dashboard() {
     assert_eq!(r.status().as_u16(), 404);
     let r = app.http.get(app.url("/graphiql")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
+
+    // The auth routes and the gateway are mounted on the same app.
+    let r = app.http.get(app.url("/.well-known/oauth-authorization-server")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let meta: Value = r.json().await.unwrap();
+    assert_eq!(meta["issuer"], app.state.cfg.issuer());
+    let r = app.http.get(app.url("/auth/sign-in")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = app.http.post(app.url("/s/no-such-server/mcp")).body("{}").send().await.unwrap();
+    assert!(matches!(r.status().as_u16(), 401 | 404), "gateway answers for /s/…/mcp: {}", r.status());
 }

@@ -10,7 +10,7 @@ async fn schema_graphql_is_up_to_date() {
     // The pool connects lazily; the SDL needs no database.
     let pool = bmm_db::connect("postgres://bmm@127.0.0.1:1/unused", 1).unwrap();
     let cfg = Arc::new(bmm_core::Config::for_tests("postgres://bmm@127.0.0.1:1/unused"));
-    let schema = bmm_graphql_api::build_schema(bmm_graphql_api::AppState::new(cfg, pool));
+    let schema = bmm_graphql_api::build_schema(bmm_graphql_api::AppState::builder(cfg, pool).build());
     let sdl = schema.sdl();
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schema.graphql");
     if std::env::var_os("BMM_UPDATE_SCHEMA").is_some() {
