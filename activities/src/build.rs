@@ -38,7 +38,7 @@ pub struct BuildActivities {
 
 impl BuildActivities {
     pub fn new(cfg: Arc<Config>, pool: Pool) -> BuildActivities {
-        let generator = generator_for(&cfg);
+        let generator = bmm_generator::from_config(&cfg.generator);
         BuildActivities::with_generator(cfg, pool, generator)
     }
 
@@ -102,13 +102,6 @@ impl BuildActivities {
             }
         }
     }
-}
-
-/// The configured generator. The model clients of `bmm-generator` are not
-/// exported yet, so a model configuration falls back to the offline
-/// generator, and the build log says so (see `steps::generate`).
-fn generator_for(_cfg: &Config) -> Arc<dyn Generator> {
-    Arc::new(bmm_generator::OfflineGenerator)
 }
 
 /// `bundle=6,deploy=6` → pauses; unknown steps and bad numbers are ignored.

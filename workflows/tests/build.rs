@@ -60,14 +60,37 @@ async fn a_description_becomes_a_live_server_and_a_failed_update_keeps_it_servin
         })
         .await;
     let _g1 = ContainerGuard(v1.build_id);
-    env.start(&client, &v1).await;
-    // Starting it again (a retried API call) is not an error and changes nothing.
-    env.start(&client, &v1).await;
+    let run_id = env.start(&client, &v1).await;
+    // Starting it again (a retried API call) is not an error: the same run.
+    assert_eq!(env.start(&client, &v1).await, run_id);
+    let step = bmm_workflows::client::current_step(&client, &env.cfg, v1.build_id).await.unwrap();
+    assert!(
+        ["queued", "generate", "check", "bundle", "deploy", "smoke", "cutover", "succeeded"].contains(&step.as_str()),
+        "{step}"
+    );
     let url = env.outcome(&client, &v1, Duration::from_secs(300)).await.unwrap_or_else(|e| {
         panic!("build failed: {e}");
     });
     assert_eq!(url, env.cfg.server_url(&v1.slug));
     assert_eq!(bmm_workflows::client::current_step(&client, &env.cfg, v1.build_id).await.unwrap(), "succeeded");
+    // A finished build is never run again.
+    assert_eq!(env.start(&client, &v1).await, run_id);
+
+    // The Web UI finds the build by its search attributes and explains it with the memo.
+    let described = client
+        .get_workflow_handle::<bmm_workflows::BuildWorkflow>(v1.workflow_id())
+        .describe(Default::default())
+        .await
+        .unwrap();
+    let attrs = described.search_attributes();
+    use bmm_workflows::client::{BMM_BUILD, BMM_ORG, BMM_SERVER, BMM_VERSION};
+    assert_eq!(attrs.get(&BMM_BUILD), Some(v1.build_id.to_string()));
+    assert_eq!(attrs.get(&BMM_ORG), Some(v1.org_id.to_string()));
+    assert_eq!(attrs.get(&BMM_SERVER), Some(v1.server_id.to_string()));
+    assert_eq!(attrs.get(&BMM_VERSION), Some(1));
+    let memo = described.memo();
+    assert_eq!(memo.get::<String>("slug").unwrap(), Some(v1.slug.clone()));
+    assert_eq!(memo.get::<i32>("version").unwrap(), Some(1));
 
     let events = env.events(v1.build_id).await;
     let text = describe(&events);

@@ -100,11 +100,8 @@ pub async fn run(acts: &BuildActivities, r: Reporter, b: &BuildInput) -> Result<
 /// What the build log says about the configured generator, e.g. "offline (no ANTHROPIC_API_KEY)".
 pub(crate) fn generator_label(acts: &BuildActivities) -> String {
     let name = acts.generator.name();
-    match (&acts.cfg.generator, name.as_str()) {
-        (bmm_core::config::GeneratorConfig::Offline, _) => format!("{name} (no ANTHROPIC_API_KEY)"),
-        (configured, "offline") => {
-            format!("offline ({} is configured but not available in this worker)", configured.name())
-        }
+    match &acts.cfg.generator {
+        bmm_core::config::GeneratorConfig::Offline => format!("{name} (no ANTHROPIC_API_KEY)"),
         _ => name,
     }
 }
