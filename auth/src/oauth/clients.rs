@@ -170,11 +170,13 @@ pub async fn register(conn: &mut AsyncPgConnection, body: &Value) -> Result<(Cli
     {
         return Err(OAuthError::bad("invalid_client_metadata", "only the response type code is supported"));
     }
-    if let Some(scope) = &req.scope
-        && let Some(bad) = scope.split_whitespace().find(|s| !super::SCOPES.contains(s))
-    {
-        return Err(OAuthError::bad("invalid_client_metadata", format!("scope {bad} is not supported")));
-    }
+    // RFC 7591 §2 lets the server narrow the scope; refusing the registration
+    // over a scope (clients often send `openid profile`) would fail the whole connection.
+    let scope: Option<String> = req
+        .scope
+        .as_deref()
+        .map(|sc| sc.split_whitespace().filter(|s| super::SCOPES.contains(s)).collect::<Vec<_>>().join(" "));
+    let scope = scope.filter(|s| !s.is_empty());
     let name = req.client_name.as_deref().map(|n| n.trim().chars().take(100).collect::<String>());
     let client_id = format!("bmc_{}", Uuid::new_v4().simple());
     let secret = (method != "none").then(|| new_token("bmcs_"));
@@ -188,7 +190,7 @@ pub async fn register(conn: &mut AsyncPgConnection, body: &Value) -> Result<(Cli
             oauth_clients::redirect_uris.eq(&req.redirect_uris),
             oauth_clients::grant_types.eq(&grant_types),
             oauth_clients::token_endpoint_auth_method.eq(&method),
-            oauth_clients::scope.eq(&req.scope),
+            oauth_clients::scope.eq(&scope),
             oauth_clients::metadata.eq(&metadata),
         ))
         .returning(Client::as_returning())
@@ -206,7 +208,7 @@ pub async fn register(conn: &mut AsyncPgConnection, body: &Value) -> Result<(Cli
     if let Some(n) = &name {
         resp["client_name"] = json!(n);
     }
-    if let Some(s) = &req.scope {
+    if let Some(s) = &scope {
         resp["scope"] = json!(s);
     }
     if let Some(secret) = secret {

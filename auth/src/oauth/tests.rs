@@ -531,6 +531,10 @@ async fn registration_accepts_cursors_mixed_redirect_uris_and_refuses_bad_ones()
     let (status, err) =
         h.register(json!({"redirect_uris": [LOOPBACK_CB], "token_endpoint_auth_method": "private_key_jwt"})).await;
     assert_eq!((status, err["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_client_metadata")));
+    // Unsupported scopes are dropped from the registration, not refused.
+    let (status, reg) = h.register(json!({"redirect_uris": [LOOPBACK_CB], "scope": "openid mcp profile"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(reg["scope"], "mcp");
     let resp = h.http.post(h.url("/oauth/register")).body("not json").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }
