@@ -2,11 +2,13 @@
 //! no logic of its own: every subcommand calls into a library crate.
 
 mod doctor;
+mod serve;
 mod telemetry;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context;
 use bmm_core::Config;
 use clap::{Parser, Subcommand};
 
@@ -69,6 +71,22 @@ enum AuthCommand {
     },
 }
 
+/// A mistake in what the user typed: said plainly, exit code 2 like clap's usage errors.
+fn user_error(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(UsageError(e.to_string()))
+}
+
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::from_env() {
@@ -82,6 +100,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(run(cli.command, config));
     match result {
         Ok(code) => code,
+        Err(e) if e.downcast_ref::<UsageError>().is_some() => {
+            eprintln!("bmm: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("bmm: {e:#}");
             ExitCode::FAILURE
@@ -106,8 +128,24 @@ async fn run(command: Command, cfg: Arc<Config>) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Org { .. } | Command::Auth { .. } | Command::Dev | Command::Api | Command::Worker => {
-            anyhow::bail!("not wired yet")
+        Command::Org { command: OrgCommand::CreateApiKey { email, name } } => {
+            let pool = bmm_db::connect(&cfg.database_url, 2)?;
+            let mut conn = pool.get().await.context("PostgreSQL")?;
+            let (user, org) = bmm_auth::identity::ensure_user_and_org(&mut conn, &email).await.map_err(user_error)?;
+            let (key, _info) = bmm_auth::identity::create_api_key(&mut conn, org.id, user.id, &name).await?;
+            println!("{key}");
+            Ok(ExitCode::SUCCESS)
         }
+        Command::Auth { command: AuthCommand::MagicLink { email, next } } => {
+            let pool = bmm_db::connect(&cfg.database_url, 2)?;
+            let mut conn = pool.get().await.context("PostgreSQL")?;
+            let email = bmm_auth::identity::normalize_email(&email).map_err(user_error)?;
+            let url = bmm_auth::magic::create_magic_link(&mut conn, &cfg, &email, next.as_deref(), None).await?;
+            println!("{url}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dev => serve::dev(cfg).await.map(|()| ExitCode::SUCCESS),
+        Command::Api => serve::api(cfg).await.map(|()| ExitCode::SUCCESS),
+        Command::Worker => serve::worker(cfg).await.map(|()| ExitCode::SUCCESS),
     }
 }
