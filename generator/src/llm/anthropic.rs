@@ -100,6 +100,7 @@ impl Generator for AnthropicGenerator {
                 None => Unusable::same(format!("the answer did not call {TOOL_NAME}")),
                 Some(call) => match parse_candidate(call.get("input").unwrap_or(&Value::Null)) {
                     Ok(spec) => {
+                        tracing::info!(model = %self.model, round, input_tokens = usage.input_tokens, output_tokens = usage.output_tokens, tools = spec.tools.len(), "spec generated");
                         return Ok(Generated {
                             spec,
                             generator: self.name(),

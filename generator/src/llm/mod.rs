@@ -224,7 +224,7 @@ pub(crate) fn prepare(req: &GenerateRequest) -> Result<String, GenerateError> {
     check_request(req)?;
     if let Some(doc) = &req.openapi {
         // The same document rules as offline, before any token is spent.
-        openapi::import(doc, &req.description)?;
+        openapi::check_document(doc)?;
         if doc.len() > MAX_MODEL_OPENAPI_BYTES {
             return Err(GenerateError::bad_input(
                 "openapi",

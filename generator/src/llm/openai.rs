@@ -94,6 +94,7 @@ impl Generator for OpenAiGenerator {
             } else {
                 match parse_candidate(&Value::String(content.clone())) {
                     Ok(spec) => {
+                        tracing::info!(model = %self.model, round, input_tokens = usage.input_tokens, output_tokens = usage.output_tokens, tools = spec.tools.len(), "spec generated");
                         return Ok(Generated {
                             spec,
                             generator: self.name(),

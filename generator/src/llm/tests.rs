@@ -433,3 +433,14 @@ fn the_system_prompt_is_versioned_and_the_schema_is_an_object_schema() {
     assert_eq!(TOOL_SPEC_SCHEMA["type"], "object");
     assert_eq!(TOOL_SPEC_SCHEMA["properties"]["specVersion"]["const"], bmm_spec::SPEC_VERSION);
 }
+
+#[tokio::test]
+async fn openapi_documents_reach_the_model_as_data() {
+    let (base, script) = stand_in(vec![ok(tool_use(valid_spec()))]).await;
+    let doc = include_str!("../../fixtures/petstore.yaml");
+    claude(base, fast()).generate(&GenerateRequest { openapi: Some(doc.into()), ..Default::default() }).await.unwrap();
+    let user = script.requests()[0].1["messages"][0]["content"].as_str().unwrap().to_owned();
+    assert!(user.contains("<openapi_document>\nopenapi: \"3.0.0\""), "{user}");
+    assert!(user.contains("operationId: showPetById"));
+    assert!(user.contains("(no description: build tools for the document or spec below)"));
+}

@@ -35,6 +35,38 @@ pub struct Imported {
     pub warnings: Vec<String>,
 }
 
+/// The checks a document must pass before a model sees it: JSON or YAML,
+/// OpenAPI 3.0 / 3.1 (not Swagger 2), with `paths` and an absolute server.
+/// Unlike [`import`] it does not require operations the offline importer can
+/// turn into HTTP tools: a model may implement those with code handlers.
+pub fn check_document(text: &str) -> Result<(), GenerateError> {
+    let doc = parse_document(text)?;
+    check_version(&doc)?;
+    if !doc.get("paths").is_some_and(Value::is_object) {
+        return Err(GenerateError::bad_input("openapi", "has no `paths`; there are no operations to make tools from"));
+    }
+    let resolver = Resolver::new(&doc);
+    let mut imp = Importer {
+        doc: &doc,
+        resolver,
+        title: String::new(),
+        warnings: Vec::new(),
+        hosts: BTreeSet::new(),
+        used_schemes: BTreeMap::new(),
+        tool_names: BTreeSet::new(),
+        schemes: Schemes { supported: BTreeMap::new(), unsupported: BTreeMap::new() },
+        root_server: None,
+    };
+    if imp.server(doc.get("servers"), "servers")?.is_none() {
+        return Err(GenerateError::bad_input(
+            "openapi",
+            "has no `servers`; the tools need to know which host to call. \
+             Add `servers: [{url: https://api.example.com}]`",
+        ));
+    }
+    Ok(())
+}
+
 /// Imports an OpenAPI 3.0 / 3.1 document (JSON or YAML). `description` (the
 /// user's words, may be empty) describes the server when the document does not.
 pub fn import(text: &str, description: &str) -> Result<Imported, GenerateError> {

@@ -458,3 +458,16 @@ fn clip_counts_bytes_and_respects_characters() {
     assert!(cut.len() <= 11 && cut.ends_with('…'), "{cut}");
     assert_eq!(cut, "éééé…");
 }
+
+#[test]
+fn check_document_applies_the_document_rules_but_not_the_http_limits() {
+    assert!(check_document(PETSTORE).is_ok());
+    assert!(check_document(PETSTORE3).unwrap_err().to_string().contains("is relative"));
+    assert!(check_document("swagger: '2.0'\n").unwrap_err().to_string().contains("Swagger 2.0"));
+    assert!(check_document(&doc_with("", ONE_GET)).unwrap_err().to_string().contains("no `servers`"));
+    // Only a form body: nothing the offline importer can send, but a model may write a code handler.
+    let form = "  /charges:\n    post:\n      requestBody:\n        required: true\n        content:\n          application/x-www-form-urlencoded:\n            schema: {type: object, properties: {amount: {type: integer}}}\n      responses: {'200': {description: ok}}\n";
+    let doc = doc_with("servers: [{url: 'https://api.stripe.com'}]", form);
+    assert!(import(&doc, "").is_err());
+    assert!(check_document(&doc).is_ok());
+}
