@@ -217,32 +217,47 @@ test('dashboard: sign in, build a server through the wizard, see it live', { ski
     assert.ok(buildId);
   });
 
-  await t.test('build: live steps and log survive a dropped connection and a reload', async () => {
+  await t.test('build: live steps and log survive a reload and a dropped connection', async () => {
+    const terminal = () => page.$eval('#build-status', (el) => ['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(el.dataset.status));
+    // Every buildEvents subscribe the page sends, to see it resume with `after`.
+    const resumes = [];
+    let recording = false;
+    page.on('websocket', (sock) => sock.on('framesent', ({ payload }) => {
+      try {
+        const m = JSON.parse(String(payload));
+        if (recording && m.type === 'subscribe' && /buildEvents/.test(m.payload?.query || '')) resumes.push(m.payload.variables?.after ?? null);
+      } catch { /* not JSON */ }
+    }));
     await page.locator('#build-log li[data-seq]').first().waitFor({ timeout: BUILD_TIMEOUT });
+
+    // Reload as soon as the first line is in (builds from a cached bundle take
+    // seconds): the page starts from the lines it kept and subscribes after the last one.
+    const beforeReload = await renderedSeqs();
+    const runningAtReload = !(await terminal());
+    if (!runningAtReload) t.diagnostic('the build had already finished before the reload');
+    recording = true;
+    await page.reload();
+    await page.locator('#build-log li[data-seq]').first().waitFor();
+    assertGapless(await renderedSeqs(), 'right after the reload');
     await checkA11y('build page');
     await shot('build-running');
-    const terminal = () => page.$eval('#build-status', (el) => ['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(el.dataset.status));
 
     // Drop the WebSocket: the client reconnects and resubscribes after the last seq.
     const beforeDrop = (await renderedSeqs()).length;
+    if (await terminal()) t.diagnostic('the build had already finished before the dropped connection');
     await page.evaluate(() => window.__bmm.ws.drop());
-    if (!(await terminal())) {
-      await page.waitForFunction((n) => document.querySelectorAll('#build-log li[data-seq]').length > n
-        || ['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(document.getElementById('build-status')?.dataset.status), beforeDrop, { timeout: BUILD_TIMEOUT });
-    }
-    assertGapless(await renderedSeqs(), 'after the dropped connection');
+    await page.waitForFunction((n) => document.querySelectorAll('#build-log li[data-seq]').length > n
+      || ['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(document.getElementById('build-status')?.dataset.status), beforeDrop, { timeout: BUILD_TIMEOUT });
 
-    // Reload mid-build: the page starts from the lines it kept and subscribes after the last one.
-    const beforeReload = await renderedSeqs();
-    const wasRunning = !(await terminal());
-    if (!wasRunning) t.diagnostic('the build had already finished before the reload');
-    await page.reload();
-    await page.locator('#build-log li[data-seq]').first().waitFor();
     await page.locator('#build-status[data-status="SUCCEEDED"], #build-status[data-status="FAILED"], #build-status[data-status="CANCELLED"]').waitFor({ timeout: BUILD_TIMEOUT });
-    const status = await page.$eval('#build-status', (el) => el.dataset.status);
     const seqs = await renderedSeqs();
-    assertGapless(seqs, 'after the reload');
+    assertGapless(seqs, 'at the end of the build');
     for (const s of beforeReload) assert.ok(seqs.includes(s), `line ${s} seen before the reload is gone`);
+    t.diagnostic(`buildEvents subscriptions after the reload: after = ${JSON.stringify(resumes)}`);
+    // (No subscribe at all means the page already had the whole log, ending included.)
+    if (resumes.length) assert.ok(resumes[0] >= Math.max(...beforeReload), `after the reload the page resumes after line ${Math.max(...beforeReload)}: ${JSON.stringify(resumes)}`);
+    assert.ok(resumes.slice(1).every((a) => a > 0), `after the dropped connection the page resubscribes after its last line: ${JSON.stringify(resumes)}`);
+    const status = await page.$eval('#build-status', (el) => el.dataset.status);
 
     // What is rendered is exactly what the API stored.
     const storedSeqs = [];

@@ -69,6 +69,12 @@ export function errorBox(err, title) {
     code === 'UNAUTHENTICATED' ? h('p', { style: 'margin:.25rem 0 0' }, h('a', { href: signInUrl() }, 'Sign in again')) : null);
 }
 
+/** A short, still distinguishable form of a UUIDv7 (its first digits are a timestamp). */
+export function shortId(id) {
+  const s = String(id ?? '');
+  return s.length > 14 ? `${s.slice(0, 8)}…${s.slice(-4)}` : s;
+}
+
 export function loading(what = 'Loading…') { return h('p', { class: 'loading', role: 'status' }, what); }
 export function empty(...children) { return h('div', { class: 'empty' }, ...children); }
 

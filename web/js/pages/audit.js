@@ -1,7 +1,7 @@
 // Audit log: every mutation of the org, newest first, filtered by action, paged by cursor.
 import { gql } from '../graphql.js';
 import { AUDIT_LOG } from '../queries.js';
-import { h, replace, pageHead, loading, errorBox, empty, timeEl, field } from '../ui.js';
+import { h, replace, pageHead, loading, errorBox, empty, timeEl, field, shortId } from '../ui.js';
 import { navigate } from '../nav.js';
 
 const PAGE = 50;
@@ -65,8 +65,8 @@ export async function render(main, ctx, _params, query) {
     h('tbody', {}, entries.map((e) => h('tr', { dataset: { id: e.id } },
       h('td', { 'data-label': 'When' }, timeEl(e.at)),
       h('td', { 'data-label': 'Action' }, h('a', { href: `#${href(e.action, '', [])}`, title: `Only ${e.action}` }, h('code', {}, e.action))),
-      h('td', { 'data-label': 'Who' }, e.userId ? (emails.get(e.userId) || h('code', {}, String(e.userId).slice(0, 8))) : h('span', { class: 'muted' }, 'system')),
-      h('td', { 'data-label': 'Resource' }, e.resourceType, e.resourceId ? [' ', h('code', {}, String(e.resourceId).slice(0, 8))] : null),
+      h('td', { 'data-label': 'Who' }, e.userId ? (emails.get(e.userId) || h('code', {}, shortId(e.userId))) : h('span', { class: 'muted' }, 'system')),
+      h('td', { 'data-label': 'Resource' }, e.resourceType, e.resourceId ? [' ', h('code', { title: e.resourceId }, shortId(e.resourceId))] : null),
       h('td', { 'data-label': 'Details' }, metadata(e.metadata)),
       h('td', { 'data-label': 'IP' }, e.ip || '—')))))), pager());
 }

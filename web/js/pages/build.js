@@ -254,5 +254,8 @@ export async function render(main, ctx, [buildId]) {
   } else {
     subscribe();
   }
-  ctx.onDispose(() => { clearTimeout(persistTimer); if (unsubscribe) unsubscribe(); });
+  // A reload right after a line arrived still resumes from that line.
+  const flush = () => saveCache(buildId, [...seen.values()].sort((a, b) => a.seq - b.seq));
+  window.addEventListener('pagehide', flush);
+  ctx.onDispose(() => { window.removeEventListener('pagehide', flush); clearTimeout(persistTimer); if (unsubscribe) unsubscribe(); });
 }

@@ -3,7 +3,7 @@
 // iterate (instruction → diff → new version) and delete.
 import { gql, ws } from '../graphql.js';
 import * as Q from '../queries.js';
-import { h, replace, pageHead, loading, errorBox, empty, badge, busy, timeEl, urlWithCopy, toolList, field, confirmDialog } from '../ui.js';
+import { h, replace, pageHead, loading, errorBox, empty, badge, busy, timeEl, urlWithCopy, toolList, field, confirmDialog, shortId } from '../ui.js';
 import { installSnippets, loadSnippets } from './install.js';
 import { navigate } from '../nav.js';
 
@@ -60,7 +60,7 @@ export async function render(main, ctx, [serverId, tab = '']) {
       if (!s) return;
       replace(statusEl, badge(s.status));
       if (s.latestBuildId) {
-        replace(latestEl, h('a', { href: `#/builds/${encodeURIComponent(s.latestBuildId)}` }, 'build ', h('code', {}, String(s.latestBuildId).slice(0, 8))),
+        replace(latestEl, h('a', { href: `#/builds/${encodeURIComponent(s.latestBuildId)}` }, 'build ', h('code', {}, shortId(s.latestBuildId))),
           ' ', badge(s.latestBuildStatus),
           s.latestBuildStep && !['SUCCEEDED', 'CANCELLED'].includes(s.latestBuildStatus) ? ` at ${s.latestBuildStep}` : '');
       }
@@ -192,12 +192,12 @@ async function versions(el, ctx, server) {
       bs.length ? h('div', { class: 'table-wrap' }, h('table', { class: 'stack', id: 'builds-table' },
         h('thead', {}, h('tr', {}, ['Build', 'Status', 'Version', 'Started', 'Finished', 'Workflow'].map((t) => h('th', { scope: 'col' }, t)))),
         h('tbody', {}, bs.map((b) => h('tr', { dataset: { buildId: b.id } },
-          h('td', { 'data-label': 'Build' }, h('a', { href: `#/builds/${encodeURIComponent(b.id)}` }, h('code', {}, String(b.id).slice(0, 8)))),
+          h('td', { 'data-label': 'Build' }, h('a', { href: `#/builds/${encodeURIComponent(b.id)}` }, h('code', {}, shortId(b.id)))),
           h('td', { 'data-label': 'Status' }, badge(b.status)),
           h('td', { 'data-label': 'Version' }, b.version != null ? `v${b.version}` : '—'),
           h('td', { 'data-label': 'Started' }, timeEl(b.createdAt)),
           h('td', { 'data-label': 'Finished' }, timeEl(b.finishedAt)),
-          h('td', { 'data-label': 'Workflow' }, b.temporalUrl ? h('a', { href: b.temporalUrl, target: '_blank', rel: 'noopener' }, 'Temporal', h('span', { class: 'visually-hidden' }, ` workflow of build ${String(b.id).slice(0, 8)} (opens in a new tab)`)) : '—')))))) : empty('No builds yet.')));
+          h('td', { 'data-label': 'Workflow' }, b.temporalUrl ? h('a', { href: b.temporalUrl, target: '_blank', rel: 'noopener' }, 'Temporal', h('span', { class: 'visually-hidden' }, ` workflow of build ${shortId(b.id)} (opens in a new tab)`)) : '—')))))) : empty('No builds yet.')));
 }
 
 function rollbackButton(server, version, err) {
