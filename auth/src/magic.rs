@@ -31,7 +31,8 @@ pub fn safe_next(path: Option<&str>) -> Option<String> {
         && !p.starts_with("//")
         && !p.starts_with("/\\")
         && !p.chars().any(|c| c.is_control() || c == '\\')
-        && p.len() <= 2048;
+        // Room for an /oauth/authorize URL carrying a metadata-document client_id and a long state.
+        && p.len() <= 8192;
     ok.then(|| p.to_owned())
 }
 

@@ -631,6 +631,22 @@ async fn sign_in_page_never_reveals_whether_the_email_is_known() {
     let bad = post("not an email").await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     assert!(bad.text().await.unwrap().contains("role=\"alert\""));
+    // The form carries `next` through to the link.
+    let resp = h
+        .http
+        .post(h.url("/auth/sign-in"))
+        .form(&[("email", "next@example.com"), ("next", "/oauth/authorize?client_id=x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let next: Option<String> = bmm_db::schema::magic_links::table
+        .filter(bmm_db::schema::magic_links::email.eq("next@example.com"))
+        .select(bmm_db::schema::magic_links::redirect_to)
+        .first(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(next.as_deref(), Some("/oauth/authorize?client_id=x"));
     let css = h.http.get(h.url("/auth/style.css")).send().await.unwrap();
     assert_eq!(css.headers().get("content-type").unwrap(), "text/css; charset=utf-8");
 }
