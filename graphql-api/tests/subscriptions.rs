@@ -162,3 +162,45 @@ async fn websocket_refuses_missing_or_bad_credentials_and_other_orgs_builds() {
     assert_eq!(code(&out[0]), Some("BAD_USER_INPUT"), "{:?}", out);
     assert_eq!(out[0]["errors"][0]["extensions"]["field"], "buildId");
 }
+
+#[tokio::test]
+async fn events_keep_flowing_after_the_listen_connection_is_killed() {
+    use diesel_async::RunQueryDsl;
+    let app = TestApp::start().await;
+    let (key, _, org) = app.user("relisten@example.com").await;
+    let (_, build) = app.seed_build(org, "relisten").await;
+    app.append(build, EventKind::StepStarted, "first").await;
+    let mut ws = app.ws(json!({ "Authorization": format!("Bearer {key}") })).await;
+    ws.expect_ack().await;
+    ws.subscribe("r", BUILD_EVENTS, json!({ "id": build })).await;
+    let (first, _) = ws.collect("r", 1).await;
+    assert_eq!(seqs(&first), vec![1]);
+
+    // Kill the API's LISTEN connection (as a database restart or network cut would).
+    let before = app.state.hub.stats().reconnects;
+    let mut conn = app.conn().await;
+    let killed = diesel::sql_query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN \"bmm_build_events\"%' AND pid <> pg_backend_pid()",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(killed, 1, "exactly one build-event LISTEN connection per process");
+    drop(conn);
+    // Events appended while it is down are not lost.
+    for i in 0..5 {
+        app.append(build, EventKind::Log, &format!("during outage {i}")).await;
+    }
+    app.append(build, EventKind::BuildSucceeded, "done").await;
+    let (rest, completed) = ws.collect("r", 100).await;
+    assert_eq!(seqs(&rest), (2..=7).collect::<Vec<_>>());
+    assert!(completed);
+    for _ in 0..100 {
+        if app.state.hub.stats().listening && app.state.hub.stats().reconnects > before {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the listener did not reconnect: {:?}", app.state.hub.stats());
+}

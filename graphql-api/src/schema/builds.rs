@@ -281,9 +281,7 @@ impl BuildMutation {
         let build = load_build(ctx, p.org_id, build_id).await?;
         let status = BuildStatus::from_db(&build.status);
         if status.is_final() {
-            return Err(
-                ApiError::bad_input("id", format!("the build already ended ({:?})", status).to_uppercase()).into()
-            );
+            return Err(ApiError::bad_input("id", format!("the build already ended ({})", build.status)).into());
         }
         let runner = state(ctx).builds.clone().ok_or_else(|| ApiError::internal("no build runner configured"))?;
         runner.cancel(build_id).await.map_err(|e| ApiError::internal(format!("cancel build {build_id}: {e}")))?;
