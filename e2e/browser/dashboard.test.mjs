@@ -28,7 +28,7 @@ async function loadPlaywright() {
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const SHOTS = path.resolve(here, '../artifacts/screenshots');
+const SHOTS = process.env.BMM_SCREENSHOTS || path.resolve(here, '../artifacts/screenshots');
 const BASE = (process.env.BMM_URL || '').replace(/\/+$/, '');
 const CHROMIUM = process.env.BMM_CHROMIUM || '/usr/bin/chromium';
 const BUILD_TIMEOUT = Number(process.env.BMM_BUILD_TIMEOUT_MS || 300_000);
@@ -134,7 +134,7 @@ function assertGapless(seqs, label) {
 before(async () => {
   if (!BASE) return;
   const { chromium } = await loadPlaywright();
-  fs.rmSync(SHOTS, { recursive: true, force: true });
+  // Not emptied first: parallel runs (scripts/e2e.sh from several checkouts) share the folder.
   fs.mkdirSync(SHOTS, { recursive: true });
   userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bmm-chromium-'));
   context = await chromium.launchPersistentContext(userDataDir, {
