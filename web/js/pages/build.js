@@ -46,6 +46,8 @@ export async function render(main, ctx, [buildId]) {
   if (!build) { replace(top, errorBox({ message: 'There is no build with this id in your organization.', errors: [{ message: 'There is no build with this id in your organization.', extensions: { code: 'NOT_FOUND' } }] })); return; }
 
   const isFirstVersion = (build.version ?? 1) <= 1;
+  let fromWizard = false;
+  try { fromWizard = sessionStorage.getItem('bmm.wizard.build') === buildId; } catch { /* private mode */ }
   if (!isFirstVersion) head.querySelector('h1').textContent = `Building version ${build.version}`;
   document.title = `${head.querySelector('h1').textContent} · BuildMyMCP`;
 
@@ -76,7 +78,7 @@ export async function render(main, ctx, [buildId]) {
   }
   if (!ctx.alive) return;
   replace(top,
-    isFirstVersion ? stepsIndicator(2) : null,
+    fromWizard ? stepsIndicator(2) : null,
     serverErr,
     h('section', { class: 'card', 'aria-labelledby': 'b-h' },
       h('h2', { id: 'b-h', class: 'visually-hidden' }, 'Summary'),

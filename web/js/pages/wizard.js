@@ -165,6 +165,8 @@ function renderReview(main, ctx, state) {
       };
       const data = await gql(CREATE_SERVER, { input });
       sessionStorage.removeItem(STORE);
+      // The build page shows the wizard's steps only for the build the wizard started.
+      try { sessionStorage.setItem('bmm.wizard.build', data.createServer.build.id); } catch { /* private mode */ }
       if (ctx.alive) navigate(`/builds/${encodeURIComponent(data.createServer.build.id)}`);
     }, 'Starting the build…');
   });
