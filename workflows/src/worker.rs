@@ -22,8 +22,16 @@ pub enum WorkerError {
     Run(String),
 }
 
+/// Stack size of the worker's threads. The SDK's workflow machinery and the
+/// build steps (compiler output, failure conversion) nest deep enough in
+/// debug builds to overflow tokio's default 2 MiB.
+const WORKER_STACK: usize = 8 * 1024 * 1024;
+
 /// Run the worker on `cfg.temporal_task_queue` until `shutdown` resolves;
 /// in-flight activities then get a grace period to finish.
+///
+/// The worker runs on a runtime of its own (threads with large stacks), so
+/// the returned future is `Send` and may be spawned like any other task.
 pub async fn run_worker(
     cfg: Arc<Config>,
     pool: bmm_db::Pool,
@@ -34,6 +42,40 @@ pub async fn run_worker(
 
 /// [`run_worker`] with activities of the caller's making (tests pick the generator).
 pub async fn run_worker_with(
+    activities: BuildActivities,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WorkerError> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("bmm-build-worker".into())
+        .spawn(move || {
+            let result = match tokio::runtime::Builder::new_multi_thread()
+                .thread_name("bmm-build")
+                .thread_stack_size(WORKER_STACK)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(run_here(activities, async {
+                    let _ = stop_rx.await;
+                })),
+                Err(e) => Err(WorkerError::Start(format!("no runtime for the worker: {e}"))),
+            };
+            let _ = done_tx.send(result);
+        })
+        .map_err(|e| WorkerError::Start(format!("no thread for the worker: {e}")))?;
+    let mut done = done_rx;
+    tokio::select! {
+        result = &mut done => result.unwrap_or_else(|_| Err(WorkerError::Run("the worker thread panicked".into()))),
+        () = shutdown => {
+            let _ = stop_tx.send(());
+            done.await.unwrap_or_else(|_| Err(WorkerError::Run("the worker thread panicked".into())))
+        }
+    }
+}
+
+/// The SDK worker on the current runtime (its future is not `Send`).
+async fn run_here(
     activities: BuildActivities,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {

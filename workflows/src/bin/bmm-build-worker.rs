@@ -3,18 +3,8 @@
 
 use std::sync::Arc;
 
-fn main() -> std::process::ExitCode {
-    // Larger stacks than tokio's default: the SDK's workflow machinery and the
-    // build steps nest deep futures.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_stack_size(8 * 1024 * 1024)
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(run())
-}
-
-async fn run() -> std::process::ExitCode {
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -84,22 +84,15 @@ impl Env {
         let (tx, rx) = oneshot::channel::<()>();
         let cfg = self.cfg.clone();
         let pool = self.pool.clone();
-        // The SDK's worker future is not Send: it runs on a runtime of its own.
-        let task = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_stack_size(8 * 1024 * 1024)
-                .enable_all()
-                .build()
-                .unwrap();
-            let activities = match generator {
-                Some(g) => bmm_activities::BuildActivities::with_generator(cfg, pool, g),
-                None => bmm_activities::BuildActivities::new(cfg, pool),
-            };
-            rt.block_on(bmm_workflows::worker::run_worker_with(activities, async {
-                let _ = rx.await;
-            }))
-        });
+        let activities = match generator {
+            Some(g) => bmm_activities::BuildActivities::with_generator(cfg, pool, g),
+            None => bmm_activities::BuildActivities::new(cfg, pool),
+        };
+        // run_worker's future is Send: it spawns like any task, on the test's
+        // runtime (tokio's default stacks; the worker brings its own).
+        let task = tokio::spawn(bmm_workflows::worker::run_worker_with(activities, async {
+            let _ = rx.await;
+        }));
         InProcessWorker { stop: Some(tx), task: Some(task) }
     }
 
@@ -264,7 +257,7 @@ pub fn describe(events: &[BuildEvent]) -> String {
 
 pub struct InProcessWorker {
     stop: Option<oneshot::Sender<()>>,
-    task: Option<std::thread::JoinHandle<Result<(), bmm_workflows::worker::WorkerError>>>,
+    task: Option<tokio::task::JoinHandle<Result<(), bmm_workflows::worker::WorkerError>>>,
 }
 
 impl InProcessWorker {
@@ -273,7 +266,7 @@ impl InProcessWorker {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            let _ = tokio::task::spawn_blocking(move || task.join()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(60), task).await;
         }
     }
 }
