@@ -138,6 +138,13 @@ pub fn import(text: &str, description: &str) -> Result<Imported, GenerateError> 
     }
 
     let credentials = imp.credentials(&tools);
+    if doc.pointer("/components/securitySchemes").is_none_or(|s| s.as_object().is_none_or(Map::is_empty)) {
+        imp.warnings.push(
+            "the document declares no security schemes, so the tools send no credentials; \
+             calls the API only allows when authenticated will be refused"
+                .into(),
+        );
+    }
     let info_description = doc.pointer("/info/description").and_then(Value::as_str).map(str::trim).unwrap_or_default();
     let server_description = if !info_description.is_empty() {
         clip(info_description, MAX_SERVER_DESCRIPTION)

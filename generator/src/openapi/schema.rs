@@ -187,10 +187,14 @@ impl<'a> Resolver<'a> {
             out.insert("patternProperties".into(), Value::Object(converted));
         }
         // OpenAPI 3.0 → JSON Schema: `nullable: true` widens the type.
-        if obj.get("nullable") == Some(&Value::Bool(true))
-            && let Some(Value::String(t)) = out.get("type").cloned()
-        {
-            out.insert("type".into(), json!([t, "null"]));
+        if obj.get("nullable") == Some(&Value::Bool(true)) {
+            if let Some(Value::String(t)) = out.get("type").cloned() {
+                out.insert("type".into(), json!([t, "null"]));
+            } else if let Some(Value::Array(alternatives)) = out.get_mut("oneOf") {
+                alternatives.push(json!({"type": "null"}));
+            } else if let Some(Value::Array(alternatives)) = out.get_mut("anyOf") {
+                alternatives.push(json!({"type": "null"}));
+            }
         }
         // OpenAPI 3.0's boolean exclusive bounds → JSON Schema's numeric ones.
         for (flag, bound) in [("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")] {
@@ -332,6 +336,14 @@ mod tests {
             s,
             json!({"type": "object", "required": ["n"], "properties": {"n": {"type": ["integer", "null"], "exclusiveMinimum": 0}}})
         );
+    }
+
+    #[test]
+    fn nullable_alternatives_accept_null() {
+        let doc = json!({});
+        let mut r = Resolver::new(&doc);
+        let s = r.convert(&json!({"nullable": true, "oneOf": [{"type": "string"}, {"type": "integer"}]})).unwrap();
+        assert_eq!(s, json!({"oneOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]}));
     }
 
     #[test]

@@ -6,6 +6,9 @@ const PETSTORE3: &str = include_str!("../../fixtures/petstore3.json");
 const GITHUB: &str = include_str!("../../fixtures/github-issues.yaml");
 const TRAIN_TRAVEL: &str = include_str!("../../fixtures/train-travel.yaml");
 
+const NO_SECURITY: &str = "the document declares no security schemes, so the tools send no credentials; \
+     calls the API only allows when authenticated will be refused";
+
 /// One line per tool: name, method, URL, required arguments, hints.
 fn summary(spec: &ToolSpec) -> Vec<String> {
     spec.tools
@@ -72,7 +75,8 @@ fn petstore() {
     assert_eq!(
         imp.warnings,
         [
-            "servers[0].url \"http://petstore.swagger.io/v1\" uses plain http; the tools call https://petstore.swagger.io instead"
+            "servers[0].url \"http://petstore.swagger.io/v1\" uses plain http; the tools call https://petstore.swagger.io instead",
+            NO_SECURITY,
         ]
     );
     insta::assert_json_snapshot!("petstore", spec);
@@ -100,7 +104,7 @@ fn petstore_expanded() {
     let delete = spec.tool("delete_pet").unwrap();
     assert_eq!(delete.annotations.read_only_hint, Some(false));
     assert_eq!(delete.annotations.idempotent_hint, Some(true));
-    assert!(imp.warnings.is_empty(), "{:?}", imp.warnings);
+    assert_eq!(imp.warnings, [NO_SECURITY]);
     insta::assert_json_snapshot!("petstore_expanded", spec);
 }
 
@@ -195,6 +199,11 @@ fn github() {
     );
     assert_eq!(spec.allowed_hosts, ["api.github.com"]);
     assert!(spec.credentials.is_empty(), "the GitHub description declares no security schemes");
+    assert_eq!(imp.warnings, [NO_SECURITY]);
+    assert_eq!(
+        spec.tool("issues_create").unwrap().input_schema["properties"]["milestone"]["oneOf"][2],
+        json!({"type": "null"})
+    );
     assert_eq!(spec.description, "GitHub's v3 REST API.");
     let list = http(spec, "issues_list_for_repo");
     assert_eq!(list.query.len(), 11);
