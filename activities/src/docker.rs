@@ -250,8 +250,10 @@ impl Docker {
                     "a container named {name} exists but belongs to another build; remove it first"
                 )));
             }
-            if found.image.as_deref() != Some(image_id.as_str()) {
-                tracing::info!(container = %name, "existing container runs another image; recreating it");
+            // The bundle decides, not the image id: two concurrent builds of one tag may
+            // produce different ids for the same content.
+            if labels.get("bmm.bundle") != Some(&spec.bundle_digest) {
+                tracing::info!(container = %name, "existing container runs another bundle; recreating it");
                 self.remove(&name).await?;
                 existing = None;
             } else {
@@ -282,12 +284,16 @@ impl Docker {
             .inspect(&c, &name)
             .await?
             .ok_or_else(|| DockerError::Failed(format!("container {name} disappeared right after it was created")))?;
+        if let Some(actual) = info.image.clone() {
+            image_id = actual;
+        }
         let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
         if !running && let Err(e) = c.start_container(&name, None::<StartContainerOptions>).await {
             let err = self.map_err(e, "start the container");
             if let DockerError::Failed(msg) = err {
                 let logs = self.tail_text(&name, FAILURE_LOG_LINES).await;
                 let _ = self.remove(&name).await;
+                self.remove_unused_image(&c, &image_id).await;
                 return Err(DockerError::Failed(with_logs(format!("the container did not start: {msg}"), &logs)));
             }
             return Err(err);
@@ -297,6 +303,7 @@ impl Docker {
             Err(DockerError::Failed(msg)) => {
                 // A container that fails at start is removed, so a retry starts clean.
                 let _ = self.remove(&name).await;
+                self.remove_unused_image(&c, &image_id).await;
                 return Err(DockerError::Failed(msg));
             }
             Err(e) => return Err(e),

@@ -22,8 +22,10 @@ use uuid::Uuid;
 pub const ROUTES_CHANNEL: &str = "bmm_routes";
 /// How long an unknown slug is answered from memory before the database is asked again.
 const MISS_MEMORY: Duration = Duration::from_secs(1);
-/// Unknown slugs remembered at most.
-const MISS_CAPACITY: usize = 10_000;
+/// How long a known server without a LIVE deployment is answered from memory.
+const NOT_LIVE_RECHECK: Duration = Duration::from_millis(250);
+/// Slugs whose last database check is remembered, at most.
+const CHECKED_CAPACITY: usize = 10_000;
 
 /// Where a LIVE deployment is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,8 +56,8 @@ struct Inner {
     routes: RwLock<HashMap<String, ServerRoute>>,
     /// Serialises reloads.
     reload: Mutex<()>,
-    /// Slugs recently found unknown, and when.
-    misses: Mutex<HashMap<String, Instant>>,
+    /// When each slug was last read from the database on a miss.
+    checked: Mutex<HashMap<String, Instant>>,
     listening: watch::Sender<bool>,
 }
 
@@ -74,7 +76,7 @@ impl RouteTable {
                 pool,
                 routes: RwLock::new(HashMap::new()),
                 reload: Mutex::new(()),
-                misses: Mutex::new(HashMap::new()),
+                checked: Mutex::new(HashMap::new()),
                 listening,
             }),
         }
@@ -85,18 +87,22 @@ impl RouteTable {
         self.inner.routes.read().await.get(slug).cloned()
     }
 
-    /// The route of `slug`. The table is trusted while the LISTEN connection is
-    /// up (a cut-over always notifies); otherwise, and for a slug it does not
-    /// know (a server created since the last reload), that one slug is read
-    /// from the database. Unknown slugs are remembered for a moment, so junk
-    /// requests do not each cost a query.
+    /// The route of `slug`. A LIVE route comes from memory (a cut-over always
+    /// notifies, and a dead container answers 502 and triggers a reload). A
+    /// slug the table does not know (created since the last reload) or knows as
+    /// not live (a cut-over whose notification is still on its way) is read
+    /// from the database, at most every [`MISS_MEMORY`] / [`NOT_LIVE_RECHECK`]
+    /// per slug, so junk requests do not each cost a query.
     pub async fn lookup(&self, slug: &str) -> Result<Option<ServerRoute>, RouteError> {
         match self.get(slug).await {
-            Some(r) if r.live.is_some() || self.is_listening() => return Ok(Some(r)),
-            Some(_) => {}
+            Some(r) if r.live.is_some() => return Ok(Some(r)),
+            Some(r) => {
+                if self.checked_within(slug, NOT_LIVE_RECHECK).await {
+                    return Ok(Some(r));
+                }
+            }
             None => {
-                let misses = self.inner.misses.lock().await;
-                if misses.get(slug).is_some_and(|t| t.elapsed() < MISS_MEMORY) {
+                if self.checked_within(slug, MISS_MEMORY).await {
                     return Ok(None);
                 }
             }
@@ -105,24 +111,27 @@ impl RouteTable {
         let fresh = load_routes(&mut conn, Some(slug)).await?.remove(slug);
         drop(conn);
         let mut routes = self.inner.routes.write().await;
-        let mut misses = self.inner.misses.lock().await;
+        let mut checked = self.inner.checked.lock().await;
         match &fresh {
             Some(r) => {
                 routes.insert(slug.to_owned(), r.clone());
-                misses.remove(slug);
             }
             None => {
                 routes.remove(slug);
-                if misses.len() >= MISS_CAPACITY {
-                    misses.retain(|_, t| t.elapsed() < MISS_MEMORY);
-                    if misses.len() >= MISS_CAPACITY {
-                        misses.clear();
-                    }
-                }
-                misses.insert(slug.to_owned(), Instant::now());
             }
         }
+        if checked.len() >= CHECKED_CAPACITY {
+            checked.retain(|_, t| t.elapsed() < MISS_MEMORY);
+            if checked.len() >= CHECKED_CAPACITY {
+                checked.clear();
+            }
+        }
+        checked.insert(slug.to_owned(), Instant::now());
         Ok(fresh)
+    }
+
+    async fn checked_within(&self, slug: &str, within: Duration) -> bool {
+        self.inner.checked.lock().await.get(slug).is_some_and(|t| t.elapsed() < within)
     }
 
     /// Load every non-deleted server and its LIVE deployment.
@@ -132,7 +141,7 @@ impl RouteTable {
         let table = load_routes(&mut conn, None).await?;
         let n = table.len();
         *self.inner.routes.write().await = table;
-        self.inner.misses.lock().await.clear();
+        self.inner.checked.lock().await.clear();
         Ok(n)
     }
 

@@ -332,6 +332,16 @@ async fn gateway_errors_404_503_502() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "not_live");
 
+    // Live in the database but not yet announced (the NOTIFY still on its way):
+    // a not-live answer is rechecked after a moment, not trusted forever.
+    let up = upstream("A").await;
+    let building = f.state.routes.get("building").await.unwrap().server_id;
+    f.deployment(building, up.addr.port(), "LIVE").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resp = f.post("building", Some("good")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-upstream"], "A");
+
     let resp = f.post("gone", Some("good")).await;
     assert_eq!(resp.status(), 502);
     let body: Value = resp.json().await.unwrap();

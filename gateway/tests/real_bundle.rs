@@ -53,7 +53,8 @@ async fn docker_smoke_real_bundle_through_the_gateway() {
     let spec = bmm_spec::testing::echo_spec();
     let tree = tempfile::tempdir().unwrap();
     bmm_spec::write_tree(&bmm_spec::render(&spec), tree.path()).unwrap();
-    let bundle = bmm_spec::Toolchain::from_env().bundle(tree.path()).await.expect("bundle (is the toolchain installed?)");
+    let bundle =
+        bmm_spec::Toolchain::from_env().bundle(tree.path()).await.expect("bundle (is the toolchain installed?)");
 
     let (org, server, version, build, dep) =
         (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
@@ -69,10 +70,7 @@ async fn docker_smoke_real_bundle_through_the_gateway() {
             slug: slug.clone(),
             bundle_digest: bmm_core::digest::sha256(&bundle),
             bundle,
-            env: vec![
-                ("BMM_SERVER_URL".into(), cfg.server_url(&slug)),
-                ("BMM_ISSUER".into(), cfg.issuer()),
-            ],
+            env: vec![("BMM_SERVER_URL".into(), cfg.server_url(&slug)), ("BMM_ISSUER".into(), cfg.issuer())],
             jwks_dir: jwks.path().to_owned(),
         })
         .await
@@ -98,6 +96,16 @@ async fn docker_smoke_real_bundle_through_the_gateway() {
     assert!(state.routes.wait_listening(Duration::from_secs(10)).await);
     let mut conn = pool.get().await.unwrap();
     assert!(bmm_gateway::cut_over(&mut conn, server, dep).await.unwrap().is_none());
+    // The notification reaches the route table.
+    let mut live = false;
+    for _ in 0..100 {
+        if state.routes.get(&slug).await.and_then(|r| r.live).is_some() {
+            live = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(live, "the cut-over did not reach the route table");
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/s/{slug}/mcp", tcp.local_addr().unwrap());
     let app = bmm_gateway::router(state.clone());

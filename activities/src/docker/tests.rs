@@ -209,13 +209,18 @@ async fn docker_container_exiting_at_start_fails_with_its_logs() {
 #[tokio::test]
 async fn docker_bad_bundle_fails_with_the_syntax_error() {
     let d = docker();
-    let bundle = b"export const x = ;\n";
-    let (spec, _jwks) = spec(bundle, &[]);
+    let bundle = format!("export const x = ;\n// {}\n", Uuid::new_v4());
+    let (spec, _jwks) = spec(bundle.as_bytes(), &[]);
     let _cleanup = Cleanup(spec.build_id);
     let err = d.deploy(&spec).await.expect_err("a broken bundle must fail");
     let DockerError::Failed(msg) = &err else { panic!("expected Failed, got {err:?}") };
     assert!(msg.contains("SyntaxError"), "{msg}");
     assert_eq!(count_build(spec.build_id).await, 0);
+    // Its image (used by nothing else) went with it.
+    let c = d.client().await.unwrap();
+    let runtime_id = c.inspect_image(&config().runtime_image).await.unwrap().id.unwrap();
+    let tag = Docker::image_tag(&runtime_id, &spec.bundle_digest);
+    assert!(c.inspect_image(&tag).await.is_err(), "{tag} was left behind");
 }
 
 #[tokio::test]
