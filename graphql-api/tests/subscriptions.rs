@@ -204,3 +204,71 @@ async fn events_keep_flowing_after_the_listen_connection_is_killed() {
     }
     panic!("the listener did not reconnect: {:?}", app.state.hub.stats());
 }
+
+#[tokio::test]
+async fn session_cookie_on_the_upgrade_request_authenticates_the_websocket() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let app = TestApp::start().await;
+    let (_, user, org) = app.user("wscookie@example.com").await;
+    let (_, build) = app.seed_build(org, "ws-cookie").await;
+    app.append(build, EventKind::BuildCancelled, "cancelled").await;
+    let token = {
+        let mut conn = app.conn().await;
+        bmm_auth::identity::create_session(&mut conn, user, org, None, None).await.unwrap().0
+    };
+    let mut req = format!("ws://{}/graphql", app.addr).into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+    req.headers_mut().insert("Cookie", format!("bmm_session={token}").parse().unwrap());
+    let (mut stream, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    stream.send(Message::Text(json!({ "type": "connection_init" }).to_string().into())).await.unwrap();
+    let mut ws = Ws { stream };
+    ws.expect_ack().await;
+    ws.subscribe("c", BUILD_EVENTS, json!({ "id": build })).await;
+    let (events, completed) = ws.collect("c", 10).await;
+    assert_eq!(seqs(&events), vec![1]);
+    assert_eq!(events[0]["data"]["buildEvents"]["kind"], "BUILD_CANCELLED");
+    assert!(completed);
+}
+
+#[tokio::test]
+async fn server_status_sends_the_current_state_then_changes() {
+    use bmm_db::schema::{builds, servers};
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    let app = TestApp::start().await;
+    let (key, _, org) = app.user("status@example.com").await;
+    let (server, build) = app.seed_build(org, "status").await;
+    let mut ws = app.ws(json!({ "Authorization": format!("Bearer {key}") })).await;
+    ws.expect_ack().await;
+    ws.subscribe(
+        "s",
+        "subscription($id: ID!) { serverStatus(serverId: $id) { status latestBuildStatus latestBuildStep } }",
+        json!({ "id": server }),
+    )
+    .await;
+    let (first, _) = ws.collect("s", 1).await;
+    assert_eq!(first[0]["data"]["serverStatus"]["status"], "BUILDING", "{first:?}");
+    assert_eq!(first[0]["data"]["serverStatus"]["latestBuildStatus"], "QUEUED");
+
+    let mut conn = app.conn().await;
+    diesel::update(builds::table.filter(builds::id.eq(build)))
+        .set((builds::status.eq("RUNNING"), builds::current_step.eq(Some("deploy"))))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    app.append(build, EventKind::StepStarted, "deploy").await;
+    let (next, _) = ws.collect("s", 1).await;
+    assert_eq!(next[0]["data"]["serverStatus"]["latestBuildStatus"], "RUNNING", "{next:?}");
+    assert_eq!(next[0]["data"]["serverStatus"]["latestBuildStep"], "deploy");
+
+    diesel::update(servers::table.filter(servers::id.eq(server)))
+        .set(servers::status.eq("DELETED"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (last, completed) = ws.collect("s", 5).await;
+    assert_eq!(last.last().unwrap()["data"]["serverStatus"]["status"], "DELETED", "{last:?}");
+    assert!(completed, "the stream ends when the server is deleted");
+}
