@@ -12,7 +12,7 @@ BMM="$CARGO_TARGET_DIR/debug/bmm"
 PORT="${BMM_E2E_PORT:-18080}"
 RUN="e2e$(date +%s)"
 DB="bmm_$RUN"
-ART="$ROOT/e2e/artifacts"
+ART="$ROOT/e2e/artifacts/$RUN"
 mkdir -p "$ART"
 
 psql_admin() { psql -h 127.0.0.1 -p "${BMM_PG_PORT:-55432}" -U bmm -d postgres -qtAc "$1"; }
@@ -56,17 +56,30 @@ status=0
 echo "--- official Python MCP client"
 (cd e2e/python && python3 -m pytest -q -p no:cacheprovider) || status=1
 
-if [ -f e2e/node/package.json ]; then
-  echo "--- graphql-ws client"
-  (cd e2e/node && node --test) || status=1
-fi
+echo "--- graphql-ws client"
+# A real build to follow: previewed and created through the API.
+BMM_BUILD_ID="$(python3 - "$BMM_URL" "$BMM_API_KEY" "$RUN" <<'PY'
+import json, sys, urllib.request
+url, key, run = sys.argv[1:]
+def gql(query, **variables):
+    req = urllib.request.Request(f"{url}/graphql", json.dumps({"query": query, "variables": variables}).encode(),
+                                 {"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    body = json.load(urllib.request.urlopen(req))
+    assert not body.get("errors"), body["errors"]
+    return body["data"]
+preview = gql("mutation($d: String!) { previewServer(input: {description: $d}) { id } }", d="An echo tool.")
+created = gql("mutation($p: ID!, $n: String!) { createServer(input: {previewId: $p, name: $n, credentials: []}) { build { id } } }",
+              p=preview["previewServer"]["id"], n=f"graphql-ws {run}")
+print(created["createServer"]["build"]["id"])
+PY
+)"
+export BMM_API_URL="$BMM_URL" BMM_BUILD_ID
+(cd e2e/node && node --test) || status=1
 
-if [ -f e2e/browser/package.json ]; then
-  echo "--- headless Chromium"
-  BMM_MAGIC_LINK="$("$BMM" auth magic-link --email browser@example.test)"
-  export BMM_MAGIC_LINK
-  (cd e2e/browser && node --test) || status=1
-fi
+echo "--- headless Chromium"
+BMM_MAGIC_LINK="$("$BMM" auth magic-link --email browser@example.test)"
+export BMM_MAGIC_LINK
+(cd e2e/browser && node --test) || status=1
 
 if [ "$status" != 0 ]; then
   echo "--- bmm dev log (last 80 lines)"; tail -80 "$ART/bmm-dev.log"

@@ -75,27 +75,18 @@ toolchain() {
       || { tail -20 "$LOGS/npm.log"; die "npm ci failed"; }
     echo "$want" >"$dir/.lock-digest"
   fi
-  # The e2e clients (graphql-ws, playwright-core) have their own lock file.
-  local e2e="$ROOT/e2e/node"
-  if [ -f "$e2e/package-lock.json" ]; then
-    local want2; want2="$(sha256sum "$e2e/package-lock.json" | cut -c1-64)"
+  # The e2e clients (graphql-ws, playwright-core) have lock files of their own.
+  local e2e want2
+  for e2e in "$ROOT/e2e/node" "$ROOT/e2e/browser"; do
+    [ -f "$e2e/package-lock.json" ] || continue
+    want2="$(sha256sum "$e2e/package-lock.json" | cut -c1-64)"
     if [ "$(cat "$e2e/node_modules/.lock-digest" 2>/dev/null)" != "$want2" ]; then
+      say "installing the test clients in ${e2e#"$ROOT"/}"
       (cd "$e2e" && npm ci --no-audit --no-fund --loglevel=error >"$LOGS/npm-e2e.log" 2>&1) \
-        || { tail -20 "$LOGS/npm-e2e.log"; die "npm ci in e2e/node failed"; }
+        || { tail -20 "$LOGS/npm-e2e.log"; die "npm ci in $e2e failed"; }
       echo "$want2" >"$e2e/node_modules/.lock-digest"
     fi
-  fi
-}
-
-# The cluster's folder: $BMM_HOME/pg, unless we run as root and the postgres
-# user cannot reach $BMM_HOME (a checkout under /root, say).
-pg_root() {
-  if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -w "$BMM_HOME" 2>/dev/null \
-     && ! { chmod o+x "$BMM_HOME" 2>/dev/null && runuser -u postgres -- test -x "$BMM_HOME"; }; then
-    echo "/var/tmp/bmm-$(printf %s "$BMM_HOME" | sha256sum | cut -c1-12)"
-  else
-    echo "$BMM_HOME"
-  fi
+  done
 }
 
 postgres() {

@@ -96,7 +96,13 @@ fn main() -> ExitCode {
             return ExitCode::from(78); // EX_CONFIG
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    // Debug builds keep large futures (schema validation, RSA) on the stack:
+    // the default 2 MiB worker stack is too small for them.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(16 * 1024 * 1024)
+        .build()
+        .expect("tokio runtime");
     let result = runtime.block_on(run(cli.command, config));
     match result {
         Ok(code) => code,

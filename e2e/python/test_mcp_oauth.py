@@ -59,7 +59,7 @@ class Browser:
             assert location.startswith(REDIRECT), location
             q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
             assert "code" in q, f"no code in {location}"
-            return AuthorizationCodeResult(code=q["code"], state=q.get("state"))
+            return AuthorizationCodeResult(code=q["code"], state=q.get("state"), iss=q.get("iss"))
 
         self.result = await anyio.to_thread.run_sync(approve)
 
@@ -99,7 +99,7 @@ def test_official_client_connects_with_oauth_and_calls_a_tool(echo_server):
     storage = MemoryStorage()
     names, result = anyio.run(connect_and_call, echo_server["url"], provider(echo_server["url"], browser, storage), "echo", {"text": "hello from python"})
     assert sorted(names) == sorted(echo_server["tools"])
-    assert not result.isError, result
+    assert not result.is_error, result
     assert "hello from python" in " ".join(getattr(c, "text", "") for c in result.content)
     # The consent page named the server the client asked for.
     assert echo_server["slug"] in browser.consent_page or echo_server["url"] in browser.consent_page
