@@ -47,7 +47,19 @@ fn mcp_url(d: &Deployment) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_description_becomes_a_live_server_and_a_failed_update_keeps_it_serving() {
-    let env = Env::new("e2e").await;
+    let mut env = Env::new("e2e").await;
+    // The platform's gateway on the public URL: clients use {public}/s/{slug}/mcp.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let public = format!("http://{}", listener.local_addr().unwrap());
+    env.set("BMM_PUBLIC_URL", &public);
+    let gateway = bmm_gateway::GatewayState::with_keys(
+        env.cfg.clone(),
+        env.pool.clone(),
+        KeyStore::without_jwks_file(env.pool.clone(), env.cfg.clone()),
+    );
+    let _routes = gateway.spawn_route_listener();
+    let app = bmm_gateway::router(gateway).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let _server = tokio::spawn(async move { axum::serve(listener, app).await });
     let worker = env.worker();
     let client = env.client().await;
 
@@ -71,7 +83,7 @@ async fn a_description_becomes_a_live_server_and_a_failed_update_keeps_it_servin
     let url = env.outcome(&client, &v1, Duration::from_secs(300)).await.unwrap_or_else(|e| {
         panic!("build failed: {e}");
     });
-    assert_eq!(url, env.cfg.server_url(&v1.slug));
+    assert_eq!(url, format!("{public}/s/{}/mcp", v1.slug));
     assert_eq!(bmm_workflows::client::current_step(&client, &env.cfg, v1.build_id).await.unwrap(), "succeeded");
     // A finished build is never run again.
     assert_eq!(env.start(&client, &v1).await, run_id);
@@ -139,6 +151,11 @@ async fn a_description_becomes_a_live_server_and_a_failed_update_keeps_it_servin
     .expect("tools/call");
     assert_ne!(result["isError"], serde_json::json!(true), "{result}");
     assert_eq!(result["structuredContent"]["words"], serde_json::json!(3), "{result}");
+    // And through the gateway, on the server's stable URL.
+    let result = bmm_activities::smoke::call_tool(&url, &bearer, "echo", serde_json::json!({"text": "via gateway"}))
+        .await
+        .expect("tools/call through the gateway");
+    assert!(result.to_string().contains("via gateway"), "{result}");
 
     // v2 of the same server: its container comes up, but the smoke test finds
     // a tool the spec promises and the container lacks (a trigger adds it to
@@ -208,6 +225,10 @@ async fn a_description_becomes_a_live_server_and_a_failed_update_keeps_it_servin
     .await
     .expect("v1 still answers");
     assert!(result.to_string().contains("still here"), "{result}");
+    let result = bmm_activities::smoke::call_tool(&url, &bearer, "count_words", serde_json::json!({"text": "a b"}))
+        .await
+        .expect("the stable URL still reaches v1");
+    assert_eq!(result["structuredContent"]["words"], serde_json::json!(2), "{result}");
     worker.stop().await;
 }
 
