@@ -89,6 +89,17 @@ toolchain() {
   done
 }
 
+# The cluster's folder: $BMM_HOME/pg, unless we run as root and the postgres
+# user cannot reach $BMM_HOME (a checkout under /root, say).
+pg_root() {
+  if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -w "$BMM_HOME" 2>/dev/null \
+     && ! { chmod o+x "$BMM_HOME" 2>/dev/null && runuser -u postgres -- test -x "$BMM_HOME"; }; then
+    echo "/var/tmp/bmm-$(printf %s "$BMM_HOME" | sha256sum | cut -c1-12)"
+  else
+    echo "$BMM_HOME"
+  fi
+}
+
 postgres() {
   local bin; bin="$(pg_bin)" || die "PostgreSQL is not installed (scripts/stack.sh deps)"
   local base; base="$(pg_root)"
