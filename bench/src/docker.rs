@@ -71,6 +71,9 @@ pub struct ContainerMemory {
     pub docker_stats: u64,
     /// `VmRSS` of the container's main process (node), seen from the host.
     pub main_rss: u64,
+    /// Its private part (`RssAnon`); the rest is file pages (the node binary)
+    /// shared by every container of the same runtime image.
+    pub main_rss_anon: u64,
 }
 
 /// Read a container's memory from its cgroup (v1 or v2) and its main process.
@@ -93,6 +96,7 @@ pub async fn container_memory(container: &str) -> anyhow::Result<ContainerMemory
     };
     let read = |p: String| std::fs::read_to_string(p).ok().and_then(|s| s.trim().parse::<u64>().ok());
     let main_rss = crate::sys::rss_bytes(pid).unwrap_or(0);
+    let main_rss_anon = crate::sys::status_bytes(pid, "RssAnon").unwrap_or(0);
     for dir in &v1 {
         if let (Some(usage), Some(s)) = (read(format!("{dir}/memory.usage_in_bytes")), stat(dir)) {
             let g = |k: &str| s.get(k).copied().unwrap_or(0);
@@ -102,6 +106,7 @@ pub async fn container_memory(container: &str) -> anyhow::Result<ContainerMemory
                 cache: g("total_cache"),
                 docker_stats: usage.saturating_sub(g("total_inactive_file")),
                 main_rss,
+                main_rss_anon,
             });
         }
     }
@@ -114,6 +119,7 @@ pub async fn container_memory(container: &str) -> anyhow::Result<ContainerMemory
                 cache: g("file"),
                 docker_stats: usage.saturating_sub(g("inactive_file")),
                 main_rss,
+                main_rss_anon,
             });
         }
     }

@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
             let mut shown = Vec::new();
             let mut rss = Vec::new();
             let mut cache = Vec::new();
+            let mut rss_anon = Vec::new();
             for _ in 0..args.samples {
                 let m = container_memory(&l.container).await?;
                 usage.push(m.cgroup_usage as f64);
@@ -67,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
                 shown.push(m.docker_stats as f64);
                 rss.push(m.main_rss as f64);
                 cache.push(m.cache as f64);
+                rss_anon.push(m.main_rss_anon as f64);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             let med = |v: &[f64]| Summary::of(v).p50;
@@ -78,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
                 med(&cache),
                 med(&shown),
                 med(&rss),
+                med(&rss_anon),
                 stats_mem(&l.container).await,
             ));
         }
@@ -104,10 +107,11 @@ async fn main() -> anyhow::Result<()> {
             "page cache",
             "docker stats",
             "node VmRSS",
+            "node RssAnon",
             "docker stats (CLI)",
         ],
     );
-    for (name, tools, usage, anon, cache, shown, rss, cli) in &rows {
+    for (name, tools, usage, anon, cache, shown, rss, rss_anon, cli) in &rows {
         t.row(vec![
             name.clone(),
             tools.to_string(),
@@ -116,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
             mib(*cache),
             mib(*shown),
             mib(*rss),
+            mib(*rss_anon),
             cli.clone(),
         ]);
     }
@@ -124,10 +129,16 @@ async fn main() -> anyhow::Result<()> {
     let shown = Summary::of(&rows.iter().map(|r| r.5).collect::<Vec<_>>()).p50;
     let usage = Summary::of(&rows.iter().map(|r| r.2).collect::<Vec<_>>()).p50;
     let rss = Summary::of(&rows.iter().map(|r| r.6).collect::<Vec<_>>()).p50;
+    let rss_anon = Summary::of(&rows.iter().map(|r| r.7).collect::<Vec<_>>()).p50;
     let mut d = Table::new("How many idle servers fit in 1 GiB", &["measure", "per server, MiB", "servers per GiB"]);
     d.row(vec!["docker stats (usage − inactive file)".into(), mib(shown), format!("{:.0}", (GIB / shown).floor())]);
     d.row(vec!["cgroup usage (page cache included)".into(), mib(usage), format!("{:.0}", (GIB / usage).floor())]);
-    d.row(vec!["node process VmRSS".into(), mib(rss), format!("{:.0}", (GIB / rss).floor())]);
+    d.row(vec!["node RssAnon (private memory only)".into(), mib(rss_anon), format!("{:.0}", (GIB / rss_anon).floor())]);
+    d.row(vec![
+        "node VmRSS (counts the shared node binary in each)".into(),
+        mib(rss),
+        format!("{:.0}", (GIB / rss).floor()),
+    ]);
     d.row(vec![
         "baseline: the memory limit the platform reserves".into(),
         fmt(limit_mib),
