@@ -39,8 +39,25 @@ async fn timed(m: &Mcp, id: u64) -> anyhow::Result<f64> {
     Ok(t.elapsed().as_secs_f64() * 1000.0)
 }
 
-/// `concurrency` callers share `calls` calls, stopping at `limit`; returns (calls/s, latencies, errors).
-async fn load(m: &Mcp, concurrency: usize, calls: u64, limit: Duration) -> (f64, Vec<f64>, u64) {
+/// One load phase: calls done, their latencies, errors, and how long it took.
+struct Load {
+    latencies: Vec<f64>,
+    errors: u64,
+    secs: f64,
+}
+
+impl Load {
+    /// (calls/s, latencies, errors) over both phases.
+    fn merge(self, other: Load) -> (f64, Vec<f64>, u64) {
+        let mut latencies = self.latencies;
+        latencies.extend(other.latencies);
+        let rps = latencies.len() as f64 / (self.secs + other.secs);
+        (rps, latencies, self.errors + other.errors)
+    }
+}
+
+/// `concurrency` callers share `calls` calls, stopping at `limit`.
+async fn load(m: &Mcp, concurrency: usize, calls: u64, limit: Duration) -> Load {
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -70,8 +87,7 @@ async fn load(m: &Mcp, concurrency: usize, calls: u64, limit: Duration) -> (f64,
     for t in tasks {
         all.extend(t.await.unwrap_or_default());
     }
-    let secs = started.elapsed().as_secs_f64();
-    (all.len() as f64 / secs, all, errors.load(Ordering::Relaxed))
+    Load { latencies: all, errors: errors.load(Ordering::Relaxed), secs: started.elapsed().as_secs_f64() }
 }
 
 #[tokio::main]
@@ -116,9 +132,16 @@ async fn main() -> anyhow::Result<()> {
                 g.push(timed(&via_gateway, i).await?);
             }
         }
-        let limit = Duration::from_secs(args.load_seconds);
-        let (d_rps, d_lat, d_err) = load(&direct, args.concurrency, args.load_calls, limit).await;
-        let (g_rps, g_lat, g_err) = load(&via_gateway, args.concurrency, args.load_calls, limit).await;
+        // Two halves in the order direct, gateway, gateway, direct, so neither
+        // path always runs on a machine the other has just warmed or loaded.
+        let limit = Duration::from_secs(args.load_seconds).div_f64(2.0);
+        let half = args.load_calls.div_ceil(2);
+        let d1 = load(&direct, args.concurrency, half, limit).await;
+        let g1 = load(&via_gateway, args.concurrency, half, limit).await;
+        let g2 = load(&via_gateway, args.concurrency, half, limit).await;
+        let d2 = load(&direct, args.concurrency, half, limit).await;
+        let (d_rps, d_lat, d_err) = d1.merge(d2);
+        let (g_rps, g_lat, g_err) = g1.merge(g2);
         anyhow::Ok((g, d, (g_rps, g_lat, g_err), (d_rps, d_lat, d_err)))
     }
     .await;
@@ -137,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
     let (gl, dl) = (Summary::of(&g_lat), Summary::of(&d_lat));
     let mut l = Table::new(
         &format!(
-            "Under load: {} concurrent callers, at most {} calls or {} s per path",
+            "Under load: {} concurrent callers, at most {} calls or {} s per path (two halves, ABBA order)",
             args.concurrency, args.load_calls, args.load_seconds
         ),
         &["figure", "direct", "via gateway", "gateway/direct"],
