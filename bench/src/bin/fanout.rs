@@ -184,16 +184,22 @@ async fn main() -> anyhow::Result<()> {
     let events_per_client = runs.iter().map(Vec::len).max().unwrap_or(0);
     let gapless = runs.iter().filter(|r| r.iter().enumerate().all(|(i, a)| a.seq == i as i64 + 1)).count();
     let s = Summary::of(&delays(runs, many.ready));
-    // Spread per event: last client minus first client.
+    // Per event: the first client to get it (the server's own delay, least
+    // client queueing) and the spread from first to last client.
     let mut spread = Vec::new();
+    let mut first = Vec::new();
     for seq in 1..=events_per_client as i64 {
         let arr: Vec<_> =
             runs.iter().flatten().filter(|a| a.seq == seq && a.at > many.ready).map(|a| a.arrived).collect();
         if let (Some(lo), Some(hi)) = (arr.iter().min(), arr.iter().max()) {
             spread.push(platform::ms_between(*lo, *hi));
+            if let Some(at) = runs.iter().flatten().find(|a| a.seq == seq).map(|a| a.at) {
+                first.push(platform::ms_between(at, *lo));
+            }
         }
     }
     let sp = Summary::of(&spread);
+    let fs = Summary::of(&first);
 
     let n = args.subscribers;
     let mut t = Table::new(
@@ -215,6 +221,12 @@ async fn main() -> anyhow::Result<()> {
     t.row(vec!["commit → client delay p50, ms".into(), fmt(b.p50), fmt(s.p50), ratio(s.p50, b.p50)]);
     t.row(vec!["commit → client delay p99, ms".into(), fmt(b.p99), fmt(s.p99), ratio(s.p99, b.p99)]);
     t.row(vec!["commit → client delay max, ms".into(), fmt(b.max), fmt(s.max), ratio(s.max, b.max)]);
+    t.row(vec![
+        "commit → first client of each event p50 / max, ms".into(),
+        format!("{} / {}", fmt(b.p50), fmt(b.max)),
+        format!("{} / {}", fmt(fs.p50), fmt(fs.max)),
+        ratio(fs.p50, b.p50),
+    ]);
     t.row(vec![
         "spread of one event across clients p50 / max, ms".into(),
         "".into(),
