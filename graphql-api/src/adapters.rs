@@ -71,10 +71,15 @@ impl BuildRunner for TemporalBuilds {
             slug: req.slug,
             preview_id: req.preview_id,
         };
-        bmm_workflows::client::start_build(&self.client, &self.cfg, input)
-            .await
-            .map(|run| Some(run).filter(|r| !r.is_empty()))
-            .map_err(|e| e.to_string())
+        // Carry the GraphQL request's trace into the workflow's start.
+        let cx = tracing_opentelemetry::OpenTelemetrySpanExt::context(&tracing::Span::current());
+        opentelemetry::trace::FutureExt::with_context(
+            bmm_workflows::client::start_build(&self.client, &self.cfg, input),
+            cx,
+        )
+        .await
+        .map(|run| Some(run).filter(|r| !r.is_empty()))
+        .map_err(|e| e.to_string())
     }
 
     async fn cancel(&self, build_id: Uuid) -> Result<(), String> {

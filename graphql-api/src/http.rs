@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::context::{Caller, RequestMeta, authenticate_headers, authenticate_init_payload};
 use crate::error::{ApiError, code};
@@ -68,6 +69,20 @@ pub fn error_response(status: StatusCode, e: ApiError) -> Response {
     resp
 }
 
+/// A short name for a request in traces: the operation name, else the
+/// operation type and its first field (`mutation createServer`).
+fn operation_label(name: Option<&str>, query: &str) -> String {
+    if let Some(n) = name.filter(|n| !n.is_empty()) {
+        return n.to_owned();
+    }
+    let kind = ["mutation", "subscription"].into_iter().find(|k| query.trim_start().starts_with(k)).unwrap_or("query");
+    let field = query
+        .split_once('{')
+        .map(|(_, rest)| rest.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>())
+        .unwrap_or_default();
+    format!("{kind} {field}").trim().to_owned()
+}
+
 async fn graphql_post(State(app): State<AppCtx>, req: Request) -> Response {
     let ip = peer_ip(req.extensions());
     let (parts, body) = req.into_parts();
@@ -106,8 +121,13 @@ async fn graphql_post(State(app): State<AppCtx>, req: Request) -> Response {
         Err(e @ ApiError::Unauthenticated(_)) => return error_response(StatusCode::UNAUTHORIZED, e),
         Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
+    // One span per request, so a trace starts here and follows the build
+    // into Temporal (the workflow client propagates the span's context).
+    let label = operation_label(request.operation_name.as_deref(), &request.query);
+    let span =
+        tracing::info_span!("graphql.request", otel.name = %format!("graphql {label}"), graphql.operation = %label);
     let request = request.data(Caller(principal)).data(RequestMeta { ip });
-    let resp: GqlResponse = app.schema.execute(request).await;
+    let resp: GqlResponse = app.schema.execute(request).instrument(span).await;
     let retry_after = resp.errors.iter().find_map(|e| {
         let ext = e.extensions.as_ref()?;
         (ext.get("code")? == &async_graphql::Value::from(code::RATE_LIMITED))
@@ -303,4 +323,20 @@ async fn render_metrics(st: &AppState) -> Result<String, String> {
     let mut buf = Vec::new();
     TextEncoder::new().encode(&reg.gather(), &mut buf).map_err(e)?;
     String::from_utf8(buf).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::operation_label;
+
+    #[test]
+    fn labels_name_the_operation() {
+        assert_eq!(operation_label(Some("Create"), "mutation Create { x }"), "Create");
+        assert_eq!(
+            operation_label(None, "mutation($p: ID!) { createServer(input: {}) { id } }"),
+            "mutation createServer"
+        );
+        assert_eq!(operation_label(None, "{ me { id } }"), "query me");
+        assert_eq!(operation_label(None, "garbage"), "query");
+    }
 }
