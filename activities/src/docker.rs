@@ -148,7 +148,11 @@ pub struct ServerContainer {
 
 /// The container name of a build: `bmm-<slug>-v<version>-<first 8 of build id>`.
 pub fn container_name(slug: &str, version: i32, build_id: Uuid) -> String {
-    let short = &build_id.simple().to_string()[..8];
+    // The tail, not the head: build ids are UUIDv7, whose first characters are
+    // a timestamp shared by builds made in the same minute; the last twelve
+    // are random.
+    let simple = build_id.simple().to_string();
+    let short = &simple[simple.len() - 12..];
     format!("bmm-{slug}-v{version}-{short}")
 }
 

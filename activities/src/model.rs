@@ -23,10 +23,9 @@ impl BuildInput {
         workflow_id(self.build_id)
     }
 
-    /// The name of the container this build deploys: `bmm-<slug>-v<version>-<build id short>`.
+    /// The name of the container this build deploys (see [`crate::docker::container_name`]).
     pub fn container_name(&self) -> String {
-        let short = &self.build_id.simple().to_string()[..8];
-        format!("bmm-{}-v{}-{}", self.slug, self.version, short)
+        crate::docker::container_name(&self.slug, self.version, self.build_id)
     }
 }
 
@@ -163,7 +162,7 @@ mod tests {
     #[test]
     fn container_names_follow_the_contract() {
         let b = BuildInput {
-            build_id: Uuid::parse_str("0193a7c2-1111-7000-8000-000000000000").unwrap(),
+            build_id: Uuid::parse_str("0193a7c2-1111-7000-8000-00000000beef").unwrap(),
             org_id: Uuid::nil(),
             server_id: Uuid::nil(),
             version_id: Uuid::nil(),
@@ -171,8 +170,8 @@ mod tests {
             slug: "weather".into(),
             preview_id: None,
         };
-        assert_eq!(b.container_name(), "bmm-weather-v3-0193a7c2");
-        assert_eq!(b.workflow_id(), "build-0193a7c2-1111-7000-8000-000000000000");
+        assert_eq!(b.container_name(), "bmm-weather-v3-00000000beef");
+        assert_eq!(b.workflow_id(), "build-0193a7c2-1111-7000-8000-00000000beef");
     }
 
     #[test]

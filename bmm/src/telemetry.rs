@@ -53,15 +53,25 @@ pub fn init(cfg: &Config, service: &'static str) -> anyhow::Result<Telemetry> {
             }
             .context("OTLP exporter")?;
             let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
-            let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
+            // Workflow span ids must be the same on replay: the SDK's generator makes them so.
+            let provider = SdkTracerProvider::builder()
+                .with_id_generator(temporalio_sdk::opentelemetry::WorkflowIdGenerator::default())
+                .with_batch_exporter(exporter)
+                .with_resource(resource)
+                .build();
             opentelemetry::global::set_tracer_provider(provider.clone());
             Some(provider)
         }
         None => None,
     };
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("bmm")).with_filter(EnvFilter::new("info")));
+    // The Temporal SDK exports its workflow and activity spans itself (through
+    // its OpenTelemetry plugin, linked to the caller's trace); its own tracing
+    // spans would only repeat them as unlinked roots.
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer().with_tracer(p.tracer("bmm")).with_filter(EnvFilter::new(
+            "info,temporalio_sdk_core=off,temporalio_sdk=off,temporalio_client=off,temporalio_common=off,h2=off,tower=off,hyper=off",
+        ))
+    });
     tracing_subscriber::registry()
         .with(filter)
         .with(json)

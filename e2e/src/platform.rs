@@ -254,7 +254,7 @@ impl Gql {
     pub async fn events(&self, build_id: &str) -> Vec<Value> {
         let v = self
             .data(
-                "query($id: ID!) { build(id: $id) { events(after: 0, limit: 1000) { seq step kind message } } }",
+                "query($id: ID!) { build(id: $id) { events(after: 0, limit: 100) { seq step kind message } } }",
                 json!({ "id": build_id }),
             )
             .await;

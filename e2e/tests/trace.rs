@@ -40,22 +40,19 @@ async fn one_trace_covers_request_workflow_and_every_activity() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The trace that starts at the GraphQL mutation.
     let (trace, names) = by_trace
         .iter()
-        .find(|(_, names)| names.iter().any(|n| n.starts_with("RunActivity:")))
-        .unwrap_or_else(|| panic!("no activity spans received; traces: {by_trace:#?}"));
+        .find(|(_, names)| names.iter().any(|n| n.contains("createServer")))
+        .unwrap_or_else(|| panic!("no trace starts at createServer; traces: {by_trace:#?}"));
     for st in steps {
         assert!(
             names.iter().any(|n| n.starts_with("RunActivity:") && n.contains(st)),
-            "trace {trace} lacks activity {st}: {names:?}"
+            "trace {trace} lacks activity {st}: {names:?}\nall traces: {by_trace:#?}"
         );
     }
     assert!(names.iter().any(|n| n.starts_with("RunWorkflow:")), "trace {trace} lacks the workflow span: {names:?}");
     assert!(names.iter().any(|n| n.starts_with("StartWorkflow:")), "trace {trace} lacks the start span: {names:?}");
-    assert!(
-        names.iter().any(|n| n.contains("createServer") || n == "graphql.request" || n.starts_with("POST /graphql")),
-        "trace {trace} lacks the GraphQL request span: {names:?}"
-    );
     // Every activity span of this build is in that one trace.
     let activity_traces: Vec<&String> =
         by_trace.iter().filter(|(_, n)| n.iter().any(|n| n.starts_with("RunActivity:"))).map(|(t, _)| t).collect();

@@ -36,8 +36,17 @@ pub async fn connect(cfg: &Config) -> Result<Client, BuildClientError> {
         |message: String| BuildClientError::Unreachable { address: cfg.temporal_address.to_string(), message };
     let conn_opts = ConnectionOptions::new(cfg.temporal_address.clone()).identity(identity("api")).build();
     let connection = Connection::connect(conn_opts).await.map_err(|e| unreachable(e.to_string()))?;
-    Client::new(connection, ClientOptions::new(cfg.temporal_namespace.clone()).build())
-        .map_err(|e| unreachable(e.to_string()))
+    Client::new(connection, client_options(cfg)).map_err(|e| unreachable(e.to_string()))
+}
+
+/// Options of every client of ours, the API's and the worker's: the
+/// OpenTelemetry plugin carries the caller's trace (the GraphQL request) into
+/// the workflow and on to each activity, through Temporal headers. It uses the
+/// global tracer provider, which is a no-op unless BMM_OTLP_ENDPOINT is set.
+pub(crate) fn client_options(cfg: &Config) -> ClientOptions {
+    ClientOptions::new(cfg.temporal_namespace.clone())
+        .plugin(temporalio_sdk::opentelemetry::OpenTelemetryPlugin::builder().build())
+        .build()
 }
 
 /// `<role>@<host>:<pid>`, so the Web UI says who did what.

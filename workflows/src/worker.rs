@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bmm_activities::BuildActivities;
 use bmm_core::Config;
-use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
+use temporalio_client::{Client, Connection, ConnectionOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 use crate::BuildWorkflow;
@@ -85,7 +85,7 @@ async fn run_here(
     let conn_opts =
         ConnectionOptions::new(cfg.temporal_address.clone()).identity(crate::client::identity("worker")).build();
     let connection = Connection::connect(conn_opts).await.map_err(|e| unreachable(e.to_string()))?;
-    let client = Client::new(connection, ClientOptions::new(cfg.temporal_namespace.clone()).build())
+    let client = Client::new(connection, crate::client::client_options(&cfg))
         .map_err(|e| unreachable(e.to_string()))?;
 
     let options = WorkerOptions::new(cfg.temporal_task_queue.clone())

@@ -316,8 +316,11 @@ fn docker_errors_map_to_plain_classes() {
 
 #[test]
 fn names_and_log_lines() {
-    let id: Uuid = "0123abcd-0000-4000-8000-000000000000".parse().unwrap();
-    assert_eq!(container_name("weather", 3, id), "bmm-weather-v3-0123abcd");
+    let id: Uuid = "0123abcd-0000-4000-8000-0000cafe0123".parse().unwrap();
+    assert_eq!(container_name("weather", 3, id), "bmm-weather-v3-0000cafe0123");
+    // Two UUIDv7 build ids of the same moment still name different containers.
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    assert_ne!(container_name("weather", 3, a), container_name("weather", 3, b));
     let l = parse_log_line(LogStream::Stderr, "2026-11-26T10:00:00.123456789Z boom\n");
     assert_eq!(l.line, "boom");
     assert_eq!(l.at.to_rfc3339(), "2026-11-26T10:00:00.123456789+00:00");
