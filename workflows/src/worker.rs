@@ -85,8 +85,8 @@ async fn run_here(
     let conn_opts =
         ConnectionOptions::new(cfg.temporal_address.clone()).identity(crate::client::identity("worker")).build();
     let connection = Connection::connect(conn_opts).await.map_err(|e| unreachable(e.to_string()))?;
-    let client = Client::new(connection, crate::client::client_options(&cfg))
-        .map_err(|e| unreachable(e.to_string()))?;
+    let client =
+        Client::new(connection, crate::client::client_options(&cfg)).map_err(|e| unreachable(e.to_string()))?;
 
     let options = WorkerOptions::new(cfg.temporal_task_queue.clone())
         .register_workflow::<BuildWorkflow>()
