@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::{
-    RetryPolicy, SYSTEM_PROMPT, TOOL_SPEC_SCHEMA, Unusable, correction, http_client, parse_candidate, post_json,
-    prepare, unusable,
+    RetryPolicy, SYSTEM_PROMPT, TOOL_SPEC_SCHEMA, Unusable, accepted, correction, http_client, parse_candidate,
+    post_json, prepare, unusable,
 };
 use crate::{GenerateError, GenerateRequest, Generated, Generator, Usage};
 
@@ -99,15 +99,7 @@ impl Generator for AnthropicGenerator {
             let problems = match call {
                 None => Unusable::same(format!("the answer did not call {TOOL_NAME}")),
                 Some(call) => match parse_candidate(call.get("input").unwrap_or(&Value::Null)) {
-                    Ok(spec) => {
-                        tracing::info!(model = %self.model, round, input_tokens = usage.input_tokens, output_tokens = usage.output_tokens, tools = spec.tools.len(), "spec generated");
-                        return Ok(Generated {
-                            spec,
-                            generator: self.name(),
-                            usage: Some(usage),
-                            warnings: Vec::new(),
-                        });
-                    }
+                    Ok(spec) => return Ok(accepted(self.name(), &self.model, round, usage, spec)),
                     Err(problems) => problems,
                 },
             };

@@ -338,6 +338,25 @@ fn strip_fences(s: &str) -> &str {
 }
 
 /// The message sent back to the model when its answer was unusable.
+/// A model's spec that parsed and validated: logged with its usage, returned as generated.
+pub(crate) fn accepted(
+    generator: String,
+    model: &str,
+    round: u32,
+    usage: crate::Usage,
+    spec: ToolSpec,
+) -> crate::Generated {
+    tracing::info!(
+        model,
+        round,
+        input_tokens = usage.input_tokens,
+        output_tokens = usage.output_tokens,
+        tools = spec.tools.len(),
+        "spec generated"
+    );
+    crate::Generated { spec, generator, usage: Some(usage), warnings: Vec::new() }
+}
+
 pub(crate) fn correction(problems: &Unusable) -> String {
     let mut m = String::from("That spec cannot be used:\n");
     for p in problems.for_model.iter().take(20) {
