@@ -53,6 +53,9 @@ async fn one_trace_covers_request_workflow_and_every_activity() {
     }
     assert!(names.iter().any(|n| n.starts_with("RunWorkflow:")), "trace {trace} lacks the workflow span: {names:?}");
     assert!(names.iter().any(|n| n.starts_with("StartWorkflow:")), "trace {trace} lacks the start span: {names:?}");
+    // The build records its trace, for the dashboard's link.
+    let v = gql.data("query($id: ID!) { build(id: $id) { traceId } }", serde_json::json!({ "id": build })).await;
+    assert_eq!(v["build"]["traceId"].as_str(), Some(trace.as_str()), "{v}");
     // Every activity span of this build is in that one trace.
     let activity_traces: Vec<&String> =
         by_trace.iter().filter(|(_, n)| n.iter().any(|n| n.starts_with("RunActivity:"))).map(|(t, _)| t).collect();

@@ -265,6 +265,16 @@ struct StatusCount {
     n: i64,
 }
 
+#[derive(diesel::QueryableByName)]
+struct StepTime {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    step: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+    #[diesel(sql_type = diesel::sql_types::Double)]
+    secs: f64,
+}
+
 async fn render_metrics(st: &AppState) -> Result<String, String> {
     use diesel_async::RunQueryDsl;
     use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -284,6 +294,36 @@ async fn render_metrics(st: &AppState) -> Result<String, String> {
         builds.with_label_values(&[r.status.as_str()]).set(r.n);
     }
     reg.register(Box::new(builds)).map_err(e)?;
+    // Step durations over the last day, from each step's first start to its
+    // success (retries included), as a Prometheus summary's _sum and _count.
+    let mut conn = st.pool.get().await.map_err(|e| e.to_string())?;
+    let steps: Vec<StepTime> = diesel::sql_query(
+        "SELECT step, count(*) AS n, COALESCE(sum(secs), 0)::float8 AS secs FROM ( \
+           SELECT step, EXTRACT(EPOCH FROM max(at) FILTER (WHERE kind = 'STEP_SUCCEEDED') \
+                                      - min(at) FILTER (WHERE kind = 'STEP_STARTED'))::float8 AS secs \
+           FROM build_events WHERE kind IN ('STEP_STARTED', 'STEP_SUCCEEDED') AND at > now() - interval '1 day' \
+           GROUP BY build_id, step) t WHERE secs IS NOT NULL GROUP BY step",
+    )
+    .load(&mut conn)
+    .await
+    .map_err(|e| e.to_string())?;
+    drop(conn);
+    let sum = prometheus::GaugeVec::new(
+        Opts::new("bmm_build_step_duration_seconds_sum", "Seconds spent in succeeded build steps (last day)"),
+        &["step"],
+    )
+    .map_err(e)?;
+    let count = IntGaugeVec::new(
+        Opts::new("bmm_build_step_duration_seconds_count", "Succeeded build steps (last day)"),
+        &["step"],
+    )
+    .map_err(e)?;
+    for t in steps {
+        sum.with_label_values(&[t.step.as_str()]).set(t.secs);
+        count.with_label_values(&[t.step.as_str()]).set(t.n);
+    }
+    reg.register(Box::new(sum)).map_err(e)?;
+    reg.register(Box::new(count)).map_err(e)?;
     let stats = st.hub.stats();
     let gauge = |name: &str, help: &str, v: i64| -> Result<IntGauge, String> {
         let g = IntGauge::new(name, help).map_err(e)?;

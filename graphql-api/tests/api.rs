@@ -368,10 +368,29 @@ async fn health_readiness_metrics_and_dashboard() {
     assert_eq!(status, 503);
 
     let (key, _, org) = app.user("m@example.com").await;
-    app.seed_build(org, "metrics").await;
+    let (_, build) = app.seed_build(org, "metrics").await;
     let _ = key;
+    {
+        use bmm_db::events::{EventKind, NewEvent, append};
+        let mut conn = app.state.pool.get().await.unwrap();
+        for kind in [EventKind::StepStarted, EventKind::StepSucceeded] {
+            append(&mut conn, NewEvent { build_id: build, step: "generate", kind, message: "m", data: None })
+                .await
+                .unwrap();
+        }
+        // A step that has not succeeded is not counted.
+        append(
+            &mut conn,
+            NewEvent { build_id: build, step: "check", kind: EventKind::StepStarted, message: "m", data: None },
+        )
+        .await
+        .unwrap();
+    }
     let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("bmm_builds{status=\"QUEUED\"} 1"), "{text}");
+    assert!(text.contains("bmm_build_step_duration_seconds_count{step=\"generate\"} 1"), "{text}");
+    assert!(text.contains("bmm_build_step_duration_seconds_sum{step=\"generate\"}"), "{text}");
+    assert!(!text.contains("bmm_build_step_duration_seconds_count{step=\"check\"}"), "{text}");
     assert!(text.contains("bmm_subscriptions_active 0"));
     assert!(text.contains("bmm_build_event_listener_up 1"));
 

@@ -452,10 +452,21 @@ async fn insert_build(
             builds::preview_id.eq(b.preview_id),
             builds::generator.eq(&b.generator),
             builds::created_by.eq(Some(user_id)),
+            builds::trace_id.eq(current_trace_id()),
         ))
         .execute(conn)
         .await
         .map(|_| ())
+}
+
+/// The trace this request belongs to (when traces are exported), so the
+/// dashboard can link a build to its trace.
+fn current_trace_id() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    let cx = tracing_opentelemetry::OpenTelemetrySpanExt::context(&tracing::Span::current());
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| sc.trace_id().to_string())
 }
 
 /// Start the build's workflow; a failure to start marks the build failed
