@@ -46,7 +46,7 @@ export const SERVER_CONNECTIONS = `query ServerConnections($id: ID!) {
 
 export const BUILD = `query Build($id: ID!) {
   build(id: $id) {
-    id serverId status version createdAt finishedAt temporalUrl error
+    id serverId status version createdAt finishedAt temporalUrl traceId error
     steps { name status attempts startedAt finishedAt }
   }
 }`;

@@ -86,7 +86,9 @@ export async function render(main, ctx, [buildId]) {
         h('dt', {}, 'Server'), h('dd', {}, server.id ? h('a', { href: `#/servers/${encodeURIComponent(server.id)}` }, server.name || server.slug) : '—'),
         h('dt', {}, 'Version'), h('dd', {}, String(build.version ?? '—')),
         h('dt', {}, 'Started'), h('dd', {}, timeEl(build.createdAt)),
-        h('dt', {}, 'Workflow'), h('dd', {}, build.temporalUrl ? h('a', { href: build.temporalUrl, target: '_blank', rel: 'noopener' }, 'Open in the Temporal Web UI') : '—')),
+        h('dt', {}, 'Workflow'), h('dd', {}, build.temporalUrl ? h('a', { href: build.temporalUrl, target: '_blank', rel: 'noopener' }, 'Open in the Temporal Web UI') : '—'),
+        // The OpenTelemetry trace of the request that started the build (when traces are exported).
+        h('dt', {}, 'Trace'), h('dd', {}, build.traceId ? h('code', {}, build.traceId) : '—')),
       statusLine,
       h('div', { class: 'actions' }, cancelBtn),
       cancelErr),
