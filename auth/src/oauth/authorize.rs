@@ -220,6 +220,12 @@ async fn user_server(
 
 /// Record a refusal on the trace of the server the request named (if it
 /// names one), so its owner sees why a client could not connect.
+/// Record a refusal in the connection trace, then answer it.
+async fn refuse_traced(conn: &mut AsyncPgConnection, st: &AuthState, p: &AuthorizeParams, r: Refusal) -> Response {
+    trace_refusal(conn, st, p, &r).await;
+    refuse(st, r)
+}
+
 async fn trace_refusal(conn: &mut AsyncPgConnection, st: &AuthState, p: &AuthorizeParams, r: &Refusal) {
     let server = match p.resource.as_deref() {
         Some(res) => find_resource(conn, &st.cfg, res).await.ok().and_then(Result::ok),
@@ -262,8 +268,7 @@ pub(super) async fn authorize_get(
     let c = match check(&mut conn, &st, &p).await {
         Ok(c) => c,
         Err(r) => {
-            trace_refusal(&mut conn, &st, &p, &r).await;
-            return refuse(&st, r);
+            return refuse_traced(&mut conn, &st, &p, r).await;
         }
     };
     let Some((session_token, user)) = signed_in(&mut conn, &headers).await else {
@@ -274,8 +279,7 @@ pub(super) async fn authorize_get(
     let server = match user_server(&mut conn, &st, &c, &user).await {
         Ok(s) => s,
         Err(r) => {
-            trace_refusal(&mut conn, &st, &p, &r).await;
-            return refuse(&st, r);
+            return refuse_traced(&mut conn, &st, &p, r).await;
         }
     };
     consent_page(&c, &server, &user, &csrf_token(&session_token))
@@ -346,8 +350,7 @@ pub(super) async fn authorize_post(
     let c = match check(&mut conn, &st, &p).await {
         Ok(c) => c,
         Err(r) => {
-            trace_refusal(&mut conn, &st, &p, &r).await;
-            return refuse(&st, r);
+            return refuse_traced(&mut conn, &st, &p, r).await;
         }
     };
     let Some((session_token, user)) = signed_in(&mut conn, &headers).await else {
@@ -365,8 +368,7 @@ pub(super) async fn authorize_post(
     let server = match user_server(&mut conn, &st, &c, &user).await {
         Ok(s) => s,
         Err(r) => {
-            trace_refusal(&mut conn, &st, &p, &r).await;
-            return refuse(&st, r);
+            return refuse_traced(&mut conn, &st, &p, r).await;
         }
     };
     let name = c.client.display_name().to_owned();

@@ -97,6 +97,18 @@ struct Issued {
     server_id: Uuid,
 }
 
+/// The client a token or revoke request authenticates as: HTTP Basic or the
+/// form's client_id/client_secret, checked against its registered method.
+async fn request_client(
+    conn: &mut AsyncPgConnection,
+    headers: &HeaderMap,
+    client_id: Option<&str>,
+    client_secret: Option<&str>,
+) -> Result<Client, OAuthError> {
+    let presented = presented_credentials(headers, client_id, client_secret)?;
+    authenticate_client(conn, &presented).await
+}
+
 pub(super) async fn token(
     State(st): State<AuthState>,
     headers: HeaderMap,
@@ -110,10 +122,7 @@ pub(super) async fn token(
         Ok(c) => c,
         Err(e) => return OAuthError::Internal(e).into_response(),
     };
-    let client = match presented_credentials(&headers, f.client_id.as_deref(), f.client_secret.as_deref()) {
-        Ok(p) => authenticate_client(&mut conn, &p).await,
-        Err(e) => Err(e),
-    };
+    let client = request_client(&mut conn, &headers, f.client_id.as_deref(), f.client_secret.as_deref()).await;
     let client = match client {
         Ok(c) => c,
         Err(e) => {
@@ -436,10 +445,7 @@ pub(super) async fn revoke(
         Ok(c) => c,
         Err(e) => return OAuthError::Internal(e).into_response(),
     };
-    let client = match presented_credentials(&headers, f.client_id.as_deref(), f.client_secret.as_deref()) {
-        Ok(p) => authenticate_client(&mut conn, &p).await,
-        Err(e) => Err(e),
-    };
+    let client = request_client(&mut conn, &headers, f.client_id.as_deref(), f.client_secret.as_deref()).await;
     let client = match client {
         Ok(c) => c,
         Err(e) => return e.into_response(),
