@@ -103,3 +103,23 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+/// Run a test body on a runtime whose threads have room: signing with the
+/// unoptimised RSA code of a debug build can overflow the default 2 MiB stack.
+pub fn run_with_big_stack(test: impl std::future::Future<Output = ()> + Send + 'static) {
+    const STACK: usize = 32 * 1024 * 1024;
+    std::thread::Builder::new()
+        .stack_size(STACK)
+        .spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_stack_size(STACK)
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(test)
+        })
+        .expect("test thread")
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+}

@@ -561,29 +561,9 @@ async fn gateway_route_listener_reconnects_and_reloads() {
     assert_eq!(f.post("late", Some("good")).await.status(), 200);
 }
 
-/// Runs a test body on a runtime whose threads have room: signing with the
-/// unoptimised RSA code of a debug build can overflow the default 2 MiB stack.
-fn run_with_big_stack(test: impl std::future::Future<Output = ()> + Send + 'static) {
-    const STACK: usize = 32 * 1024 * 1024;
-    std::thread::Builder::new()
-        .stack_size(STACK)
-        .spawn(move || {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_stack_size(STACK)
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(test)
-        })
-        .unwrap()
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-}
-
 #[test]
 fn gateway_verifies_real_platform_tokens() {
-    run_with_big_stack(verifies_real_platform_tokens());
+    bmm_db::testing::run_with_big_stack(verifies_real_platform_tokens());
 }
 
 async fn verifies_real_platform_tokens() {

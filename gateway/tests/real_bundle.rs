@@ -33,29 +33,9 @@ async fn exec(db: &TestDb, sql: &str) {
     client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
-/// Runs a test body on a runtime whose threads have room: signing with the
-/// unoptimised RSA code of a debug build can overflow the default 2 MiB stack.
-fn run_with_big_stack(test: impl std::future::Future<Output = ()> + Send + 'static) {
-    const STACK: usize = 32 * 1024 * 1024;
-    std::thread::Builder::new()
-        .stack_size(STACK)
-        .spawn(move || {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_stack_size(STACK)
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(test)
-        })
-        .unwrap()
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-}
-
 #[test]
 fn docker_smoke_real_bundle_through_the_gateway() {
-    run_with_big_stack(real_bundle_through_the_gateway());
+    bmm_db::testing::run_with_big_stack(real_bundle_through_the_gateway());
 }
 
 async fn real_bundle_through_the_gateway() {
