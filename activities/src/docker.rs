@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig,
-    PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerConfig, ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig,
+    HostConfigLogConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    BuildImageOptions, CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, RemoveImageOptions, StartContainerOptions, StopContainerOptions,
+    CommitContainerOptions, CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, RemoveImageOptions, StartContainerOptions, StopContainerOptions, UploadToContainerOptions,
 };
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -34,15 +34,25 @@ use uuid::Uuid;
 pub const CONTAINER_PORT: u16 = 8080;
 /// Where the platform's JWKS folder is mounted inside the container.
 pub const JWKS_MOUNT: &str = "/etc/bmm/jwks";
+/// Where the bundle is inside the container (in its image, or mounted there).
+pub const BUNDLE_PATH: &str = "/app/server.mjs";
 /// The label every container and image this platform makes carries.
 pub const MANAGED_LABEL: &str = "bmm.managed";
 /// Repository of the per-bundle images.
 pub const IMAGE_REPOSITORY: &str = "bmm-server";
+/// The label of the short-lived containers an image is committed from.
+const HELPER_LABEL: &str = "bmm.image-helper";
+/// A helper container older than this was left by a crashed deploy.
+const HELPER_STALE: Duration = Duration::from_secs(600);
 
 /// How long a request may wait for Docker's response headers (a stop waits for its grace period).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a new container gets to answer `/healthz`.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a starting container's `/healthz` is probed.
+const HEALTH_PROBE_EVERY: Duration = Duration::from_millis(15);
+/// Every this many probes, Docker is asked whether the container exited.
+const INSPECT_EVERY: u32 = 8;
 /// Log lines quoted when a container fails at start.
 const FAILURE_LOG_LINES: usize = 30;
 const PIDS_LIMIT: i64 = 256;
@@ -119,6 +129,25 @@ pub struct DeployedContainer {
     pub port: u16,
     /// Whether a container this build made before was found and reused.
     pub adopted: bool,
+    /// Where the deploy's time went.
+    pub timings: DeployTimings,
+}
+
+/// Milliseconds of each part of a deploy (0 for a part that had nothing to do).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployTimings {
+    /// Find or make the image of the bundle.
+    pub image_ms: u64,
+    /// Create (or adopt) the container.
+    pub create_ms: u64,
+    pub start_ms: u64,
+    /// Started → `/healthz` answered.
+    pub health_ms: u64,
+}
+
+fn ms_since(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +195,8 @@ pub struct Docker {
     container_host: String,
     memory_bytes: i64,
     nano_cpus: i64,
+    /// Mount mode: the folder bundles are placed in (on the engine's host too).
+    bundles: Option<PathBuf>,
     client: Arc<Mutex<Option<bollard::Docker>>>,
     http: reqwest::Client,
 }
@@ -199,8 +230,22 @@ impl Docker {
             .timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| DockerError::BadRequest(format!("HTTP client: {e}")))?;
+        let bundles = match cfg.bundle_delivery {
+            bmm_core::config::BundleDelivery::Image => None,
+            bmm_core::config::BundleDelivery::Mount => {
+                let dir = cfg.data_dir.join("bundles");
+                if !dir.is_absolute() || dir.to_string_lossy().contains(':') {
+                    return Err(DockerError::BadRequest(format!(
+                        "bundles are mounted from {}, which must be an absolute path without ':' (set BMM_DATA_DIR)",
+                        dir.display()
+                    )));
+                }
+                Some(dir)
+            }
+        };
         Ok(Docker {
             host,
+            bundles,
             runtime_image: cfg.runtime_image.clone(),
             container_host: cfg.container_host.clone(),
             memory_bytes: cfg.container_memory_mib * 1024 * 1024,
@@ -242,7 +287,15 @@ impl Docker {
     pub async fn deploy(&self, spec: &DeploySpec) -> Result<DeployedContainer, DockerError> {
         validate(spec)?;
         let c = self.client().await?;
-        let (mut image_tag, mut image_id) = self.ensure_image(&c, spec).await?;
+        let mut timings = DeployTimings::default();
+        let t = Instant::now();
+        let mount = match &self.bundles {
+            Some(dir) => Some(place_bundle(dir, spec)?),
+            None => None,
+        };
+        let (mut image_tag, mut image_id) = self.ensure_image(&c, spec, mount.is_some()).await?;
+        timings.image_ms = ms_since(t);
+        let t = Instant::now();
         let name = container_name(&spec.slug, spec.version, spec.build_id);
 
         let mut adopted = false;
@@ -268,7 +321,13 @@ impl Docker {
             let mut attempts = 0;
             loop {
                 attempts += 1;
-                match c.create_container(Some(create_options(&name)), self.container_body(spec, &image_tag)).await {
+                match c
+                    .create_container(
+                        Some(create_options(&name)),
+                        self.container_body(spec, &image_tag, mount.as_deref()),
+                    )
+                    .await
+                {
                     Ok(_) => break,
                     // Another attempt of this deploy created it meanwhile: adopt it.
                     Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => {
@@ -277,7 +336,7 @@ impl Docker {
                     }
                     // The image went away (a concurrent cleanup of another build): build it again, once.
                     Err(BollardError::DockerResponseServerError { status_code: 404, .. }) if attempts == 1 => {
-                        (image_tag, image_id) = self.ensure_image(&c, spec).await?;
+                        (image_tag, image_id) = self.ensure_image(&c, spec, mount.is_some()).await?;
                     }
                     Err(e) => return Err(self.map_err(e, "create the container")),
                 }
@@ -291,6 +350,8 @@ impl Docker {
         if let Some(actual) = info.image.clone() {
             image_id = actual;
         }
+        timings.create_ms = ms_since(t);
+        let t = Instant::now();
         let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
         if !running && let Err(e) = c.start_container(&name, None::<StartContainerOptions>).await {
             let err = self.map_err(e, "start the container");
@@ -302,6 +363,8 @@ impl Docker {
             }
             return Err(err);
         }
+        timings.start_ms = ms_since(t);
+        let t = Instant::now();
         let deployed = match self.wait_healthy(&c, &name).await {
             Ok(d) => d,
             Err(DockerError::Failed(msg)) => {
@@ -312,7 +375,8 @@ impl Docker {
             }
             Err(e) => return Err(e),
         };
-        tracing::info!(container = %name, port = deployed.1, adopted, image = %image_tag, "container is healthy");
+        timings.health_ms = ms_since(t);
+        tracing::info!(container = %name, port = deployed.1, adopted, image = %image_tag, ?timings, "container is healthy");
         Ok(DeployedContainer {
             id: deployed.0,
             name,
@@ -321,6 +385,7 @@ impl Docker {
             host: self.container_host.clone(),
             port: deployed.1,
             adopted,
+            timings,
         })
     }
 
@@ -474,7 +539,14 @@ impl Docker {
         format!("{IMAGE_REPOSITORY}:{}", &key["sha256:".len().."sha256:".len() + 24])
     }
 
-    async fn ensure_image(&self, c: &bollard::Docker, spec: &DeploySpec) -> Result<(String, String), DockerError> {
+    /// The image the container runs: the runtime image itself when the
+    /// bundle is mounted, else the bundle's own image (made once).
+    async fn ensure_image(
+        &self,
+        c: &bollard::Docker,
+        spec: &DeploySpec,
+        mounted: bool,
+    ) -> Result<(String, String), DockerError> {
         let runtime = match c.inspect_image(&self.runtime_image).await {
             Ok(i) => i,
             Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {
@@ -486,6 +558,9 @@ impl Docker {
             Err(e) => return Err(self.map_err(e, "inspect the runtime image")),
         };
         let runtime_id = runtime.id.unwrap_or_default();
+        if mounted {
+            return Ok((self.runtime_image.clone(), runtime_id));
+        }
         let tag = Self::image_tag(&runtime_id, &spec.bundle_digest);
         match c.inspect_image(&tag).await {
             Ok(img) => return Ok((tag, img.id.unwrap_or_default())),
@@ -493,55 +568,105 @@ impl Docker {
             Err(e) => return Err(self.map_err(e, "inspect the server image")),
         }
 
-        let dockerfile =
-            format!("FROM {}\nCOPY server.mjs /app/server.mjs\nUSER 10001:10001\nWORKDIR /app\n", self.runtime_image);
-        let context =
-            tar::archive(&[("Dockerfile", 0o644, dockerfile.as_bytes()), ("server.mjs", 0o644, &spec.bundle)])
-                .map_err(DockerError::BadRequest)?;
+        // No image build: a helper container of the runtime image (never
+        // started) receives the bundle, and is committed as the image. One
+        // layer, no build context, no intermediate containers.
+        let started = Instant::now();
+        let helper =
+            format!("bmm-image-{}-{}", &tag[IMAGE_REPOSITORY.len() + 1..], &Uuid::new_v4().simple().to_string()[..8]);
+        self.sweep_helpers(c).await;
         let labels = HashMap::from([
             (MANAGED_LABEL.to_owned(), "true".to_owned()),
             ("bmm.bundle".to_owned(), spec.bundle_digest.clone()),
         ]);
-        let opts = BuildImageOptions {
-            t: Some(tag.clone()),
-            labels: Some(labels),
-            rm: true,
-            forcerm: true,
-            // Never pull: the runtime image is local, and there is no registry.
-            pull: None,
+        let body = ContainerCreateBody {
+            image: Some(self.runtime_image.clone()),
+            cmd: Some(vec!["/app/server.mjs".to_owned()]),
+            user: Some("10001:10001".to_owned()),
+            working_dir: Some("/app".to_owned()),
+            labels: Some(HashMap::from([(HELPER_LABEL.to_owned(), "true".to_owned())])),
+            network_disabled: Some(true),
             ..Default::default()
         };
-        let started = Instant::now();
-        let mut output = c.build_image(opts, None, Some(bollard::body_full(context.into())));
-        let mut lines: Vec<String> = Vec::new();
-        while let Some(item) = output.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(s) = info.stream {
-                        lines.extend(s.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned));
-                    }
-                }
-                Err(BollardError::DockerStreamError { error }) => {
-                    return Err(DockerError::Failed(with_logs(
-                        format!("the server image did not build: {}", error.trim()),
-                        &lines[lines.len().saturating_sub(10)..],
-                    )));
-                }
-                Err(e) => return Err(self.map_err(e, "build the server image")),
-            }
+        c.create_container(Some(create_options(&helper)), body)
+            .await
+            .map_err(|e| self.map_err(e, "create the image's helper container"))?;
+        let committed = self.commit_bundle(c, &helper, &tag, labels, &spec.bundle).await;
+        if let Err(e) = self.remove(&helper).await {
+            tracing::warn!(container = %helper, error = %e, "could not remove the image's helper container");
         }
-        let img = c.inspect_image(&tag).await.map_err(|e| match e {
-            BollardError::DockerResponseServerError { status_code: 404, .. } => DockerError::Failed(with_logs(
-                format!("the server image {tag} was not created"),
-                &lines[lines.len().saturating_sub(10)..],
-            )),
-            e => self.map_err(e, "inspect the new image"),
-        })?;
-        tracing::info!(tag = %tag, elapsed_ms = started.elapsed().as_millis() as u64, "built the server image");
-        Ok((tag, img.id.unwrap_or_default()))
+        let image_id = committed?;
+        tracing::info!(tag = %tag, elapsed_ms = started.elapsed().as_millis() as u64, "made the server image");
+        Ok((tag, image_id))
     }
 
-    fn container_body(&self, spec: &DeploySpec, image_tag: &str) -> ContainerCreateBody {
+    /// The bundle into the helper container at `/app/server.mjs`, then the
+    /// helper committed as `tag` with our labels; returns the image id.
+    async fn commit_bundle(
+        &self,
+        c: &bollard::Docker,
+        helper: &str,
+        tag: &str,
+        labels: HashMap<String, String>,
+        bundle: &[u8],
+    ) -> Result<String, DockerError> {
+        let archive = tar::archive(&[("server.mjs", 0o644, bundle)]).map_err(DockerError::BadRequest)?;
+        let opts = UploadToContainerOptions { path: "/app".to_owned(), ..Default::default() };
+        c.upload_to_container(helper, Some(opts), bollard::body_full(archive.into()))
+            .await
+            .map_err(|e| self.map_err(e, "copy the bundle into the image"))?;
+        let (repo, tag_part) = tag.split_once(':').unwrap_or((tag, "latest"));
+        let opts = CommitContainerOptions {
+            container: Some(helper.to_owned()),
+            repo: Some(repo.to_owned()),
+            tag: Some(tag_part.to_owned()),
+            comment: Some("BuildMyMCP server: runtime image + bundle".to_owned()),
+            pause: false,
+            ..Default::default()
+        };
+        let config = ContainerConfig {
+            labels: Some(labels),
+            user: Some("10001:10001".to_owned()),
+            working_dir: Some("/app".to_owned()),
+            cmd: Some(vec!["/app/server.mjs".to_owned()]),
+            ..Default::default()
+        };
+        c.commit_container(opts, config).await.map_err(|e| self.map_err(e, "commit the server image"))?;
+        let img = c.inspect_image(tag).await.map_err(|e| match e {
+            BollardError::DockerResponseServerError { status_code: 404, .. } => {
+                DockerError::Failed(format!("the server image {tag} was not created"))
+            }
+            e => self.map_err(e, "inspect the new image"),
+        })?;
+        Ok(img.id.unwrap_or_default())
+    }
+
+    /// Remove helper containers a crashed deploy left behind (older than a
+    /// few minutes, so a concurrent deploy's helper is left alone). Best effort.
+    async fn sweep_helpers(&self, c: &bollard::Docker) {
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{HELPER_LABEL}=true")])]);
+        let Ok(list) = c
+            .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
+            .await
+        else {
+            return;
+        };
+        let stale = Utc::now().timestamp() - HELPER_STALE.as_secs() as i64;
+        for summary in list {
+            if let (Some(id), Some(created)) = (summary.id, summary.created)
+                && created < stale
+            {
+                let _ = self.remove(&id).await;
+            }
+        }
+    }
+
+    fn container_body(
+        &self,
+        spec: &DeploySpec,
+        image_tag: &str,
+        bundle: Option<&std::path::Path>,
+    ) -> ContainerCreateBody {
         let port_key = format!("{CONTAINER_PORT}/tcp");
         let labels = HashMap::from([
             ("bmm.org".to_owned(), spec.org_id.to_string()),
@@ -569,7 +694,11 @@ impl Docker {
             memory_swap: Some(self.memory_bytes),
             nano_cpus: Some(self.nano_cpus),
             pids_limit: Some(PIDS_LIMIT),
-            binds: Some(vec![format!("{}:{JWKS_MOUNT}:ro", spec.jwks_dir.display())]),
+            binds: Some(
+                std::iter::once(format!("{}:{JWKS_MOUNT}:ro", spec.jwks_dir.display()))
+                    .chain(bundle.map(|b| format!("{}:{BUNDLE_PATH}:ro", b.display())))
+                    .collect(),
+            ),
             port_bindings: Some(HashMap::from([(
                 port_key.clone(),
                 Some(vec![PortBinding { host_ip: Some("127.0.0.1".to_owned()), host_port: Some(String::new()) }]),
@@ -589,7 +718,7 @@ impl Docker {
         };
         ContainerCreateBody {
             image: Some(image_tag.to_owned()),
-            cmd: Some(vec!["/app/server.mjs".to_owned()]),
+            cmd: Some(vec![BUNDLE_PATH.to_owned()]),
             user: Some("10001:10001".to_owned()),
             working_dir: Some("/app".to_owned()),
             env: Some(env),
@@ -616,32 +745,42 @@ impl Docker {
         let mut last_probe = String::from("no answer yet");
         // Restarts before this wait (an adopted container's history) do not count.
         let mut baseline: Option<i64> = None;
+        // Node answers within a few hundred ms: probe /healthz often (a refused
+        // loopback connect is cheap), and ask Docker whether the container
+        // exited less often.
+        let mut probes = 0u32;
+        let mut known: Option<(String, u16)> = None;
         loop {
-            let info = self
-                .inspect(c, name)
-                .await?
-                .ok_or_else(|| DockerError::Failed(format!("container {name} was removed while starting")))?;
-            let state = info.state.clone().unwrap_or_default();
-            let restarts = info.restart_count.unwrap_or(0);
-            let restarted = restarts > *baseline.get_or_insert(restarts);
-            let exited =
-                matches!(state.status, Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD))
-                    || state.restarting == Some(true)
-                    || restarted;
-            if exited {
-                let logs = self.tail_text(name, FAILURE_LOG_LINES).await;
-                let code = state.exit_code.unwrap_or_default();
-                let oom = if state.oom_killed == Some(true) { " (out of memory)" } else { "" };
-                return Err(DockerError::Failed(with_logs(
-                    format!("the server exited at start with code {code}{oom}"),
-                    &logs,
-                )));
+            if known.is_none() || probes.is_multiple_of(INSPECT_EVERY) {
+                let info = self
+                    .inspect(c, name)
+                    .await?
+                    .ok_or_else(|| DockerError::Failed(format!("container {name} was removed while starting")))?;
+                let state = info.state.clone().unwrap_or_default();
+                let restarts = info.restart_count.unwrap_or(0);
+                let restarted = restarts > *baseline.get_or_insert(restarts);
+                let exited =
+                    matches!(state.status, Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD))
+                        || state.restarting == Some(true)
+                        || restarted;
+                if exited {
+                    let logs = self.tail_text(name, FAILURE_LOG_LINES).await;
+                    let code = state.exit_code.unwrap_or_default();
+                    let oom = if state.oom_killed == Some(true) { " (out of memory)" } else { "" };
+                    return Err(DockerError::Failed(with_logs(
+                        format!("the server exited at start with code {code}{oom}"),
+                        &logs,
+                    )));
+                }
+                known = match (published_port(&info), state.running) {
+                    (Some(port), Some(true)) => Some((info.id.unwrap_or_default(), port)),
+                    _ => None,
+                };
             }
-            let port = published_port(&info);
-            if let (Some(port), Some(true)) = (port, state.running) {
+            if let Some((id, port)) = &known {
                 let url = format!("http://{}:{port}/healthz", self.container_host);
                 match self.http.get(&url).send().await {
-                    Ok(r) if r.status().is_success() => return Ok((info.id.unwrap_or_default(), port)),
+                    Ok(r) if r.status().is_success() => return Ok((id.clone(), *port)),
                     Ok(r) => last_probe = format!("/healthz answered {}", r.status()),
                     Err(e) => last_probe = format!("/healthz not reachable ({})", plain_reqwest(&e)),
                 }
@@ -653,7 +792,8 @@ impl Docker {
                     &logs,
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            probes += 1;
+            tokio::time::sleep(HEALTH_PROBE_EVERY).await;
         }
     }
 
@@ -666,6 +806,30 @@ impl Docker {
     fn map_err(&self, e: BollardError, doing: &str) -> DockerError {
         map_bollard(&self.host, e, doing)
     }
+}
+
+/// Mount mode: the bundle as `<dir>/<hex>.mjs`, readable by the container's
+/// user, written once (atomically) and shared by every container of it.
+fn place_bundle(dir: &std::path::Path, spec: &DeploySpec) -> Result<PathBuf, DockerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let hex = spec.bundle_digest.trim_start_matches("sha256:");
+    let path = dir.join(format!("{hex}.mjs"));
+    let io = |what: &str, e: std::io::Error| DockerError::Failed(format!("could not {what} {}: {e}", path.display()));
+    if std::fs::read(&path).is_ok_and(|b| bmm_core::digest::sha256(&b) == spec.bundle_digest) {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| io("create the folder of", e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| io("open up the folder of", e))?;
+    let tmp = dir.join(format!(".{hex}.{}.tmp", Uuid::new_v4().simple()));
+    let written = std::fs::write(&tmp, &spec.bundle)
+        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io("write", e));
+    }
+    Ok(path)
 }
 
 fn create_options(name: &str) -> CreateContainerOptions {

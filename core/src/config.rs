@@ -58,6 +58,17 @@ pub enum OtlpProtocol {
     HttpProtobuf,
 }
 
+/// How a deployed server gets its bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BundleDelivery {
+    /// The runtime image runs the bundle from `<data dir>/bundles/`, mounted
+    /// read-only (no image per bundle; the engine must see the data folder
+    /// at the same path, as it already does for the JWKS file).
+    Mount,
+    /// An image per bundle: the runtime image plus the bundle as one layer.
+    Image,
+}
+
 #[derive(Clone)]
 pub struct Config {
     /// PostgreSQL URL.
@@ -102,6 +113,8 @@ pub struct Config {
     pub container_memory_mib: i64,
     /// CPU limit of a generated server's container, in CPUs.
     pub container_cpus: f64,
+    /// `mount` (default) or `image`.
+    pub bundle_delivery: BundleDelivery,
 }
 
 impl fmt::Debug for Config {
@@ -254,6 +267,14 @@ impl Config {
             r.parse::<u64>("signing_key_rotation_secs", "604800", "a number of seconds").map(Duration::from_secs);
         let container_memory_mib = r.parse::<i64>("container_memory_mib", "256", "a number of MiB");
         let container_cpus = r.parse::<f64>("container_cpus", "0.5", "a number of CPUs such as 0.5");
+        let bundle_delivery = match r.string("bundle_delivery", "mount").as_deref() {
+            Some("mount") => Some(BundleDelivery::Mount),
+            Some("image") => Some(BundleDelivery::Image),
+            other => {
+                r.problems.push(format!("BMM_BUNDLE_DELIVERY: must be mount or image (got {:?})", other.unwrap_or("")));
+                None
+            }
+        };
 
         let model_provider = r.string("generator", "auto");
         let anthropic_model = r.string("anthropic_model", "claude-opus-4-7");
@@ -336,6 +357,7 @@ impl Config {
             signing_key_rotation: signing_key_rotation.expect("validated"),
             container_memory_mib: container_memory_mib.expect("validated"),
             container_cpus: container_cpus.expect("validated"),
+            bundle_delivery: bundle_delivery.expect("validated"),
         })
     }
 
@@ -445,7 +467,10 @@ mod tests {
         assert_eq!(c.issuer(), "http://127.0.0.1:8080");
         assert_eq!(c.server_url("wx"), "http://127.0.0.1:8080/s/wx/mcp");
         assert_eq!(c.generator, GeneratorConfig::Offline);
+        assert_eq!(c.bundle_delivery, BundleDelivery::Mount);
         assert!(c.dev);
+        let c = Config::from_sources(&env(&[("BMM_BUNDLE_DELIVERY", "image")]), None).unwrap();
+        assert_eq!(c.bundle_delivery, BundleDelivery::Image);
     }
 
     #[test]
@@ -458,14 +483,21 @@ mod tests {
                 ("BMM_DATABASE_URL", "mysql://x"),
                 ("BMM_CONTAINER_CPUS", "lots"),
                 ("BMM_GENERATOR", "gpt"),
+                ("BMM_BUNDLE_DELIVERY", "ftp"),
             ]),
             None,
         )
         .unwrap_err();
         let text = e.to_string();
-        for name in
-            ["BMM_LISTEN", "BMM_PUBLIC_URL", "BMM_DEV", "BMM_DATABASE_URL", "BMM_CONTAINER_CPUS", "BMM_GENERATOR"]
-        {
+        for name in [
+            "BMM_LISTEN",
+            "BMM_PUBLIC_URL",
+            "BMM_DEV",
+            "BMM_DATABASE_URL",
+            "BMM_CONTAINER_CPUS",
+            "BMM_GENERATOR",
+            "BMM_BUNDLE_DELIVERY",
+        ] {
             assert_eq!(e.problems.iter().filter(|p| p.starts_with(name)).count(), 1, "{name} in {text}");
         }
     }

@@ -15,6 +15,8 @@ pub(crate) fn config() -> bmm_core::Config {
     if let Ok(image) = std::env::var("BMM_RUNTIME_IMAGE") {
         cfg.runtime_image = image;
     }
+    // The image path (one image per bundle); mount mode has a test of its own.
+    cfg.bundle_delivery = bmm_core::config::BundleDelivery::Image;
     cfg
 }
 

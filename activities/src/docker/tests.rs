@@ -125,6 +125,48 @@ async fn docker_deploy_runs_a_hardened_healthy_container() {
 }
 
 #[tokio::test]
+async fn docker_mount_mode_runs_the_runtime_image_with_the_bundle_read_only() {
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    cfg.data_dir = data.path().to_owned();
+    cfg.bundle_delivery = bmm_core::config::BundleDelivery::Mount;
+    let d = Docker::connect(&cfg).unwrap();
+    let (spec, _jwks) = spec(TEST_SERVER, &[]);
+    let _cleanup = Cleanup(spec.build_id);
+    let deployed = d.deploy(&spec).await.expect("deploy");
+    assert_eq!(deployed.image_tag, cfg.runtime_image, "no image of its own");
+    let health = reqwest::get(format!("http://127.0.0.1:{}/healthz", deployed.port)).await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    let file = data.path().join("bundles").join(format!("{}.mjs", spec.bundle_digest.trim_start_matches("sha256:")));
+    assert_eq!(std::fs::read(&file).unwrap(), TEST_SERVER);
+    let info = inspect(&deployed.name).await;
+    let mount = info
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .find(|m| m.destination.as_deref() == Some(BUNDLE_PATH))
+        .expect("the bundle is mounted");
+    assert_eq!(mount.source.as_deref(), Some(file.to_str().unwrap()));
+    assert_eq!(mount.rw, Some(false), "read-only");
+    assert_eq!(info.host_config.unwrap().readonly_rootfs, Some(true));
+
+    // The same bundle again (another build) shares the file; a damaged file is replaced.
+    std::fs::write(&file, b"tampered").unwrap();
+    let (mut again, _jwks2) = super::testing::spec(TEST_SERVER, &[]);
+    again.jwks_dir = spec.jwks_dir.clone();
+    let _cleanup2 = Cleanup(again.build_id);
+    d.deploy(&again).await.expect("second deploy");
+    assert_eq!(std::fs::read(&file).unwrap(), TEST_SERVER);
+    assert_eq!(d.remove_build(spec.build_id).await.unwrap(), 1);
+    assert_eq!(d.remove_build(again.build_id).await.unwrap(), 1);
+
+    // A relative data folder cannot be mounted: refused before Docker is asked.
+    cfg.data_dir = "relative/data".into();
+    assert!(matches!(Docker::connect(&cfg), Err(DockerError::BadRequest(_))));
+}
+
+#[tokio::test]
 async fn docker_redeploy_adopts_the_same_container() {
     let d = docker();
     let (spec, _jwks) = spec(TEST_SERVER, &[]);

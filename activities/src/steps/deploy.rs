@@ -100,6 +100,7 @@ pub async fn run(acts: &BuildActivities, r: Reporter, input: &DeployInput) -> Re
             "port": container.port,
             "adopted": container.adopted,
             "image": container.image_tag,
+            "timingsMs": container.timings,
         })),
     )
     .await?;
