@@ -157,6 +157,7 @@ temporal_server() {
     --search-attribute BmmOrg=Keyword --search-attribute BmmServer=Keyword \
     --search-attribute BmmBuild=Keyword --search-attribute BmmVersion=Int \
     --dynamic-config-value frontend.enableUpdateWorkflowExecution=true \
+    --dynamic-config-value system.enableActivityEagerExecution=true \
     >"$LOGS/temporal.log" 2>&1 </dev/null &
   echo $! >"$BMM_HOME/run/temporal.pid"
   echo temporal >>"$BMM_HOME/run/started"

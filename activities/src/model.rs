@@ -92,16 +92,24 @@ pub struct SourceRef {
     pub source_digest: String,
 }
 
+/// What to bundle: the checked source (after `check`), or the spec itself
+/// (alongside `check`, which then vouches for the same source).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BundleInput {
     pub build: BuildInput,
-    pub source_digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_digest: Option<String>,
 }
 
-/// Output of `bundle`: one ESM file in `blobs`.
+/// Output of `bundle`: one ESM file in `blobs`, and the source it was made
+/// from (empty in histories written before bundles said so).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BundleRef {
     pub bundle_digest: String,
+    #[serde(default)]
+    pub source_digest: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

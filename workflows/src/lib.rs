@@ -1,8 +1,8 @@
 //! The build workflow and how the rest of the platform drives it.
 //!
 //! [`BuildWorkflow`] is deterministic and short: it reads as the list of
-//! steps (generate → check → bundle → deploy → smoke → cutover), each an
-//! activity of `bmm-activities` with timeouts and a retry policy. History
+//! steps (generate → check, beside it bundle → deploy → then smoke → cutover),
+//! each an activity of `bmm-activities` with timeouts and a retry policy. History
 //! carries ids and digests only. [`client`] starts, cancels and queries
 //! builds for the API; [`worker`] runs the workflow and its activities.
 //! This crate does no I/O of its own inside the workflow.
@@ -13,11 +13,12 @@ pub mod worker;
 use std::time::Duration;
 
 use bmm_activities::{
-    AbandonInput, BuildActivities, BuildInput, BundleInput, CheckInput, DeployInput, DeployedInput, Ending, Live, Step,
-    kind,
+    AbandonInput, BuildActivities, BuildInput, BundleInput, BundleRef, CheckInput, DeployInput, Deployed,
+    DeployedInput, Ending, Live, Step, kind,
 };
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::workflows::join;
 use temporalio_sdk::{
     ActivityCancellationType, ActivityExecutionError, ActivityOptions, ApplicationFailure, WorkflowCancellationToken,
     WorkflowContext, WorkflowContextView, WorkflowResult, WorkflowTermination,
@@ -97,20 +98,17 @@ async fn pipeline(ctx: &mut WorkflowContext<BuildWorkflow>, b: &BuildInput) -> R
     let spec = ctx.execute_activity(BuildActivities::generate, b.clone(), options(Step::Generate, None)).await;
     let spec = settle(ctx, Step::Generate, spec)?;
 
-    enter(ctx, Step::Check)?;
-    let input = CheckInput { build: b.clone(), spec_digest: spec.spec_digest };
-    let source = ctx.execute_activity(BuildActivities::check, input, options(Step::Check, None)).await;
-    let source = settle(ctx, Step::Check, source)?;
-
-    enter(ctx, Step::Bundle)?;
-    let input = BundleInput { build: b.clone(), source_digest: source.source_digest };
-    let bundle = ctx.execute_activity(BuildActivities::bundle, input, options(Step::Bundle, None)).await;
-    let bundle = settle(ctx, Step::Bundle, bundle)?;
-
-    enter(ctx, Step::Deploy)?;
-    let input = DeployInput { build: b.clone(), bundle_digest: bundle.bundle_digest };
-    let deployed = ctx.execute_activity(BuildActivities::deploy, input, options(Step::Deploy, None)).await;
-    let deployed = settle(ctx, Step::Deploy, deployed)?;
+    let deployed = if ctx.patched(CHECK_BESIDE_DEPLOY) {
+        check_beside_deploy(ctx, b, spec.spec_digest).await?
+    } else {
+        // Histories from before the patch: one step after the other.
+        enter(ctx, Step::Check)?;
+        let input = CheckInput { build: b.clone(), spec_digest: spec.spec_digest };
+        let source = ctx.execute_activity(BuildActivities::check, input, options(Step::Check, None)).await;
+        let source = settle(ctx, Step::Check, source)?;
+        let bundle = bundle_source(ctx, b, source.source_digest).await?;
+        deploy(ctx, b, bundle.bundle_digest).await?
+    };
 
     enter(ctx, Step::Smoke)?;
     let input = DeployedInput { build: b.clone(), deployed };
@@ -128,6 +126,87 @@ async fn pipeline(ctx: &mut WorkflowContext<BuildWorkflow>, b: &BuildInput) -> R
         )
         .await;
     settle(ctx, Step::Cutover, live)
+}
+
+/// The patch id under which the type check runs beside bundle → deploy.
+const CHECK_BESIDE_DEPLOY: &str = "check-beside-deploy";
+
+/// `check` beside `bundle` → `deploy`, all from the spec (rendering is
+/// deterministic, so both sides see the same source).
+///
+/// Nothing unchecked is ever served: `bundle` refuses banned code itself (the
+/// same scan as `check`), the container is not routed until `smoke` and
+/// `cutover`, which wait for the check; a failed check stops the deploy at
+/// once and cleanup removes its container. When a model repair changed the
+/// spec, the checked source is bundled and deployed again.
+async fn check_beside_deploy(
+    ctx: &mut WorkflowContext<BuildWorkflow>,
+    b: &BuildInput,
+    spec_digest: String,
+) -> Result<Deployed, Stop> {
+    enter(ctx, Step::Check)?;
+    let ctx: &WorkflowContext<BuildWorkflow> = ctx;
+    // Cancelled with the workflow, or by a failed check.
+    let ship_token = ctx.cancellation_token().child_token();
+    let check = async {
+        let input = CheckInput { build: b.clone(), spec_digest: spec_digest.clone() };
+        let source = ctx.execute_activity(BuildActivities::check, input, options(Step::Check, None)).await;
+        if source.is_err() {
+            ship_token.cancel_with_reason("the check failed");
+        }
+        source
+    };
+    let ship = async {
+        let input = BundleInput { build: b.clone(), source_digest: None, spec_digest: Some(spec_digest.clone()) };
+        let bundle = ctx
+            .execute_activity(BuildActivities::bundle, input, options(Step::Bundle, Some(ship_token.clone())))
+            .await
+            .map_err(|e| (Step::Bundle, e))?;
+        let input = DeployInput { build: b.clone(), bundle_digest: bundle.bundle_digest.clone() };
+        let deployed = ctx
+            .execute_activity(BuildActivities::deploy, input, options(Step::Deploy, Some(ship_token.clone())))
+            .await
+            .map_err(|e| (Step::Deploy, e))?;
+        Ok::<_, (Step, ActivityExecutionError)>((bundle, deployed))
+    };
+    let (source, shipped) = join!(check, ship);
+    // The check's verdict comes first: its failure is the build's.
+    let source = settle(ctx, Step::Check, source)?;
+    let shipped = match shipped {
+        Ok(shipped) => Some(shipped),
+        // Bundled from a spec a repair has since replaced: redone below.
+        Err(_) if source.spec_digest != spec_digest => None,
+        Err((step, e)) => return Err(settle::<()>(ctx, step, Err(e)).expect_err("an error settles as a stop")),
+    };
+    match shipped {
+        Some((bundle, deployed)) if bundle.source_digest == source.source_digest => {
+            settle(ctx, Step::Deploy, Ok(deployed))
+        }
+        _ => {
+            let bundle = bundle_source(ctx, b, source.source_digest).await?;
+            deploy(ctx, b, bundle.bundle_digest).await
+        }
+    }
+}
+
+/// `bundle` of a source `check` stored.
+async fn bundle_source(
+    ctx: &WorkflowContext<BuildWorkflow>,
+    b: &BuildInput,
+    source_digest: String,
+) -> Result<BundleRef, Stop> {
+    enter(ctx, Step::Bundle)?;
+    let input = BundleInput { build: b.clone(), source_digest: Some(source_digest), spec_digest: None };
+    let bundle = ctx.execute_activity(BuildActivities::bundle, input, options(Step::Bundle, None)).await;
+    settle(ctx, Step::Bundle, bundle)
+}
+
+/// `deploy` of a bundle (a redeploy of the same build replaces its container).
+async fn deploy(ctx: &WorkflowContext<BuildWorkflow>, b: &BuildInput, bundle_digest: String) -> Result<Deployed, Stop> {
+    enter(ctx, Step::Deploy)?;
+    let input = DeployInput { build: b.clone(), bundle_digest };
+    let deployed = ctx.execute_activity(BuildActivities::deploy, input, options(Step::Deploy, None)).await;
+    settle(ctx, Step::Deploy, deployed)
 }
 
 /// Record the step (for the query) unless the build was cancelled meanwhile.

@@ -40,7 +40,9 @@ async fn banned_code_fails_the_check_with_file_and_line() {
     assert_eq!(build.status, "FAILED");
     assert!(build.error.as_deref().unwrap_or_default().starts_with("check: "), "{:?}", build.error);
     assert!(build.started_at.is_some() && build.finished_at.is_some());
-    // Nothing reached Docker.
+    // Nothing reached Docker: bundle, which runs beside the check, refuses banned code too.
+    assert!(!events.iter().any(|e| e.step == "bundle" && e.kind == "STEP_SUCCEEDED"), "{text}");
+    assert!(!events.iter().any(|e| e.step == "deploy"), "{text}");
     assert!(support::containers_of(input.build_id).is_empty());
     worker.stop().await;
 }
@@ -48,7 +50,11 @@ async fn banned_code_fails_the_check_with_file_and_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn type_errors_fail_the_check_with_the_compiler_message() {
     let env = Env::new("tsc").await;
-    let worker = env.worker();
+    // The deploy that runs beside the type check is held (heartbeating), so
+    // the failed check must cancel it rather than wait for it.
+    let mut activities = bmm_activities::BuildActivities::new(env.cfg.clone(), env.pool.clone());
+    activities.pauses = vec![(bmm_activities::Step::Deploy, Duration::from_secs(600))];
+    let worker = env.worker_from(activities);
     let client = env.client().await;
     let spec = code_spec("const n: number = \"not a number\";\nreturn String(n);");
     let input = env.seed(Seed { description: "shout".into(), spec: Some(spec), ..Default::default() }).await;
@@ -69,6 +75,11 @@ async fn type_errors_fail_the_check_with_the_compiler_message() {
     assert_eq!(last.kind, "BUILD_FAILED", "{text}");
     assert!(last.message.contains("type errors") && last.message.contains("TS2322"), "{}", last.message);
     assert_eq!(env.build(input.build_id).await.status, "FAILED");
+    // The bundle went ahead beside the check; its deploy was cancelled, and
+    // nothing of it is left running.
+    assert!(events.iter().any(|e| e.step == "bundle" && e.kind == "STEP_SUCCEEDED"), "{text}");
+    assert!(!events.iter().any(|e| e.step == "deploy" && e.kind == "STEP_SUCCEEDED"), "{text}");
+    assert!(support::containers_of(input.build_id).is_empty());
     worker.stop().await;
 }
 

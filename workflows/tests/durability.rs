@@ -95,6 +95,7 @@ impl OwnTemporal {
             .arg(&self.db)
             .args(["--search-attribute", "BmmOrg=Keyword", "--search-attribute", "BmmServer=Keyword"])
             .args(["--search-attribute", "BmmBuild=Keyword", "--search-attribute", "BmmVersion=Int"])
+            .args(["--dynamic-config-value", "system.enableActivityEagerExecution=true"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

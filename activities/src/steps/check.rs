@@ -123,6 +123,13 @@ async fn scan(r: &Reporter, rendered: &Rendered) -> Result<Option<Refusal>, Step
     Ok(Some(Refusal { kind: kind::BANNED_CODE, problems }))
 }
 
+/// Whether the rendered tree passes the security scan and the spec's code
+/// rules, quietly (`check` reports the findings): what `bundle` asks before it
+/// makes something that may run before the type check has finished.
+pub(crate) fn is_clean(spec: &bmm_spec::ToolSpec, rendered: &Rendered) -> bool {
+    bmm_spec::scan(rendered).is_empty() && code_rules(spec).is_none()
+}
+
 /// The spec's own code rules, in case a handler breaks one the rendered-tree
 /// scan did not see (the scan normally reports these with `file:line`).
 fn code_rules(spec: &bmm_spec::ToolSpec) -> Option<Refusal> {
@@ -175,9 +182,8 @@ async fn store_source(
     rendered: &Rendered,
     spec_digest: &str,
 ) -> Result<String, StepError> {
-    let json = serde_json::to_vec(&rendered.files).expect("files serialise");
     let mut conn = r.conn().await?;
-    let digest = blobs::put(&mut conn, blobs::SOURCE_TREE, &json).await?;
+    let digest = blobs::put(&mut conn, blobs::SOURCE_TREE, &source_bytes(rendered)).await?;
     diesel::update(server_versions::table.filter(server_versions::id.eq(input.build.version_id)))
         .filter(server_versions::org_id.eq(input.build.org_id))
         .filter(server_versions::spec_digest.eq(spec_digest))
@@ -185,6 +191,11 @@ async fn store_source(
         .execute(&mut conn)
         .await?;
     Ok(digest)
+}
+
+/// How a rendered tree is stored: its files as one JSON object.
+pub(crate) fn source_bytes(rendered: &Rendered) -> Vec<u8> {
+    serde_json::to_vec(&rendered.files).expect("files serialise")
 }
 
 /// The rendered tree stored under `digest`.

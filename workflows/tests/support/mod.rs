@@ -81,13 +81,18 @@ impl Env {
 
     /// A worker in this process whose activities use `generator`.
     pub fn worker_with(&self, generator: Option<Arc<dyn bmm_generator::Generator>>) -> InProcessWorker {
-        let (tx, rx) = oneshot::channel::<()>();
         let cfg = self.cfg.clone();
         let pool = self.pool.clone();
         let activities = match generator {
             Some(g) => bmm_activities::BuildActivities::with_generator(cfg, pool, g),
             None => bmm_activities::BuildActivities::new(cfg, pool),
         };
+        self.worker_from(activities)
+    }
+
+    /// A worker in this process running `activities` (tests set their pauses).
+    pub fn worker_from(&self, activities: bmm_activities::BuildActivities) -> InProcessWorker {
+        let (tx, rx) = oneshot::channel::<()>();
         // run_worker's future is Send: it spawns like any task, on the test's
         // runtime (tokio's default stacks; the worker brings its own).
         let task = tokio::spawn(bmm_workflows::worker::run_worker_with(activities, async {
