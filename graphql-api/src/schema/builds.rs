@@ -80,6 +80,9 @@ pub enum StepStatus {
     Failed,
     /// Never ran: the build ended first.
     Skipped,
+    /// Was running when the build ended: cancelled, or stopped because a step
+    /// beside it failed (a deploy running beside a check that failed).
+    Stopped,
 }
 
 #[derive(SimpleObject, Clone, Debug)]
@@ -140,8 +143,10 @@ pub fn steps_from_events(events: &[(String, String, DateTime<Utc>)], build_final
     }
     if build_final {
         for s in &mut steps {
-            if s.status == StepStatus::Pending {
-                s.status = StepStatus::Skipped;
+            match s.status {
+                StepStatus::Pending => s.status = StepStatus::Skipped,
+                StepStatus::Running | StepStatus::Retrying => s.status = StepStatus::Stopped,
+                _ => {}
             }
         }
     }
@@ -328,5 +333,44 @@ mod subscription {
             let rx = state(ctx).hub.follow(p.org_id, id, after);
             Ok(tokio_stream::wrappers::ReceiverStream::new(rx).map(|r| r.map(BuildEvent::from).map_err(Into::into)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(step: &str, kind: &str, ms: i64) -> (String, String, DateTime<Utc>) {
+        (step.to_owned(), kind.to_owned(), DateTime::<Utc>::from_timestamp_millis(ms).unwrap())
+    }
+
+    fn status_of(steps: &[BuildStep], name: &str) -> StepStatus {
+        steps.iter().find(|s| s.name == name).unwrap().status
+    }
+
+    #[test]
+    fn steps_side_by_side_end_as_the_build_ended() {
+        // check fails while deploy (beside it) runs; the build then fails.
+        let events = vec![
+            ev("generate", "STEP_STARTED", 0),
+            ev("generate", "STEP_SUCCEEDED", 5),
+            ev("check", "STEP_STARTED", 10),
+            ev("bundle", "STEP_STARTED", 11),
+            ev("bundle", "STEP_SUCCEEDED", 200),
+            ev("deploy", "STEP_STARTED", 230),
+            ev("check", "STEP_FAILED", 500),
+        ];
+        let running = steps_from_events(&events, false);
+        assert_eq!(status_of(&running, "deploy"), StepStatus::Running);
+        assert_eq!(status_of(&running, "smoke"), StepStatus::Pending);
+
+        let ended = steps_from_events(&events, true);
+        assert_eq!(status_of(&ended, "generate"), StepStatus::Succeeded);
+        assert_eq!(status_of(&ended, "check"), StepStatus::Failed);
+        assert_eq!(status_of(&ended, "bundle"), StepStatus::Succeeded);
+        assert_eq!(status_of(&ended, "deploy"), StepStatus::Stopped);
+        assert_eq!(status_of(&ended, "smoke"), StepStatus::Skipped);
+        let check = ended.iter().find(|s| s.name == "check").unwrap();
+        assert_eq!((check.attempts, check.finished_at.map(|t| t.timestamp_millis())), (1, Some(500)));
     }
 }

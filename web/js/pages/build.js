@@ -108,10 +108,12 @@ export async function render(main, ctx, [buildId]) {
   }
 
   function renderStatus() {
-    const running = [...steps.values()].find((s) => s.status === 'running' || s.status === 'retrying');
+    // Steps may run side by side (deploy beside the type check).
+    const running = [...steps.values()].filter((s) => s.status === 'running' || s.status === 'retrying')
+      .map((s) => `${s.name}${s.status === 'retrying' ? ' (retrying)' : ''}`);
     const words = {
       QUEUED: 'Queued: waiting for a worker.',
-      RUNNING: running ? `Running: ${running.name}${running.status === 'retrying' ? ' (retrying)' : ''}.` : 'Running.',
+      RUNNING: running.length ? `Running: ${running.join(', ')}.` : 'Running.',
       SUCCEEDED: 'Succeeded: the server is live.',
       FAILED: 'Failed.',
       CANCELLED: 'Cancelled.',
@@ -149,7 +151,11 @@ export async function render(main, ctx, [buildId]) {
       if (kind === 'STEP_SUCCEEDED' || kind === 'STEP_FAILED') s.finishedAt = ev.at;
       if (kind === 'STEP_RETRYING') s.attempts = (s.attempts || 1) + 1;
     }
-    if (TERMINAL[kind]) status = TERMINAL[kind];
+    if (TERMINAL[kind]) {
+      status = TERMINAL[kind];
+      // What still ran when the build ended was stopped (as the API reports it).
+      for (const s of steps.values()) if (s.status === 'running' || s.status === 'retrying') s.status = 'stopped';
+    }
     else if (status === 'QUEUED') status = 'RUNNING';
   }
 
