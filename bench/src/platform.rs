@@ -45,6 +45,8 @@ pub struct BuildInfo {
     pub started: Option<DateTime<Utc>>,
     pub finished: Option<DateTime<Utc>>,
     pub steps: Vec<Step>,
+    /// The deploy step's own breakdown (`timingsMs` of its STEP_SUCCEEDED): image, create, start, health.
+    pub deploy_timings: serde_json::Value,
 }
 
 pub fn ms_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
@@ -64,6 +66,9 @@ pub async fn build_info(gql: &Gql, build_id: &str) -> BuildInfo {
         )
         .await;
     let b = &v["build"];
+    let events = gql
+        .data("query($id: ID!) { build(id: $id) { events(limit: 200) { step kind data } } }", json!({ "id": build_id }))
+        .await;
     BuildInfo {
         status: b["status"].as_str().unwrap_or_default().to_owned(),
         error: b["error"].as_str().map(str::to_owned),
@@ -83,6 +88,14 @@ pub async fn build_info(gql: &Gql, build_id: &str) -> BuildInfo {
                 finished: time(&s["finishedAt"]),
             })
             .collect(),
+        deploy_timings: events["build"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["step"] == "deploy" && e["kind"] == "STEP_SUCCEEDED")
+            .map(|e| e["data"]["timingsMs"].clone())
+            .next_back()
+            .unwrap_or(serde_json::Value::Null),
     }
 }
 
