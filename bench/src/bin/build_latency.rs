@@ -95,7 +95,8 @@ async fn pipeline_run(
     }
     let live = platform::live_server(gql, &created.server_id).await?;
     let image = docker::docker(&["inspect", "-f", "{{.Image}}", &live.container]).await?;
-    let managed = docker::docker(&["image", "inspect", "-f", "{{index .Config.Labels \"bmm.managed\"}}", &image]).await?;
+    let managed =
+        docker::docker(&["image", "inspect", "-f", "{{index .Config.Labels \"bmm.managed\"}}", &image]).await?;
     let image_created: DateTime<Utc> =
         docker::docker(&["image", "inspect", "-f", "{{.Created}}", &image]).await?.parse()?;
     let mut steps = BTreeMap::new();
