@@ -233,10 +233,16 @@ impl Docker {
         let bundles = match cfg.bundle_delivery {
             bmm_core::config::BundleDelivery::Image => None,
             bmm_core::config::BundleDelivery::Mount => {
-                let dir = cfg.data_dir.join("bundles");
-                if !dir.is_absolute() || dir.to_string_lossy().contains(':') {
+                // A relative data folder is the process's own (dev defaults): Docker needs it whole.
+                let dir = std::path::absolute(cfg.data_dir.join("bundles")).map_err(|e| {
+                    DockerError::BadRequest(format!(
+                        "the data folder {} has no absolute path: {e}",
+                        cfg.data_dir.display()
+                    ))
+                })?;
+                if dir.to_string_lossy().contains(':') {
                     return Err(DockerError::BadRequest(format!(
-                        "bundles are mounted from {}, which must be an absolute path without ':' (set BMM_DATA_DIR)",
+                        "bundles are mounted from {}, which must not contain ':' (set BMM_DATA_DIR)",
                         dir.display()
                     )));
                 }

@@ -63,7 +63,11 @@ async fn real_bundle_through_the_gateway() {
     let (org, server, version, build, dep) =
         (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let slug = format!("e2e-{}", &build.simple().to_string()[..8]);
-    let docker = Docker::connect(&cfg).unwrap();
+    // Bundles are mounted from the data folder: this test's own.
+    let data = tempfile::tempdir().unwrap();
+    let mut docker_cfg = (*cfg).clone();
+    docker_cfg.data_dir = data.path().to_owned();
+    let docker = Docker::connect(&docker_cfg).unwrap();
     let _cleanup = Cleanup(docker.clone(), build);
     let deployed = docker
         .deploy(&DeploySpec {
