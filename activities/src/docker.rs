@@ -34,13 +34,19 @@ use uuid::Uuid;
 pub const CONTAINER_PORT: u16 = 8080;
 /// Where the platform's JWKS folder is mounted inside the container.
 pub const JWKS_MOUNT: &str = "/etc/bmm/jwks";
-/// Where the bundle is inside the container (in its image, or mounted there).
+/// The server's folder inside the container, and where the bundle is in it
+/// (in its image, or mounted there).
+const APP_DIR: &str = "/app";
 pub const BUNDLE_PATH: &str = "/app/server.mjs";
+/// The unprivileged user every server runs as.
+const RUN_AS: &str = "10001:10001";
 /// The label every container and image this platform makes carries.
 pub const MANAGED_LABEL: &str = "bmm.managed";
 /// Repository of the per-bundle images.
 pub const IMAGE_REPOSITORY: &str = "bmm-server";
-/// The label of the short-lived containers an image is committed from.
+/// The label of the short-lived containers an image is committed from. A
+/// commit keeps its container's labels, so the image (and every server
+/// container made from it) would carry it too: the commit blanks it.
 const HELPER_LABEL: &str = "bmm.image-helper";
 /// A helper container older than this was left by a crashed deploy.
 const HELPER_STALE: Duration = Duration::from_secs(600);
@@ -577,19 +583,20 @@ impl Docker {
         // No image build: a helper container of the runtime image (never
         // started) receives the bundle, and is committed as the image. One
         // layer, no build context, no intermediate containers.
-        let started = Instant::now();
         let helper =
             format!("bmm-image-{}-{}", &tag[IMAGE_REPOSITORY.len() + 1..], &Uuid::new_v4().simple().to_string()[..8]);
         self.sweep_helpers(c).await;
         let labels = HashMap::from([
             (MANAGED_LABEL.to_owned(), "true".to_owned()),
             ("bmm.bundle".to_owned(), spec.bundle_digest.clone()),
+            (HELPER_LABEL.to_owned(), String::new()),
         ]);
+        // The commit takes command, user and folder from here.
         let body = ContainerCreateBody {
             image: Some(self.runtime_image.clone()),
-            cmd: Some(vec!["/app/server.mjs".to_owned()]),
-            user: Some("10001:10001".to_owned()),
-            working_dir: Some("/app".to_owned()),
+            cmd: Some(vec![BUNDLE_PATH.to_owned()]),
+            user: Some(RUN_AS.to_owned()),
+            working_dir: Some(APP_DIR.to_owned()),
             labels: Some(HashMap::from([(HELPER_LABEL.to_owned(), "true".to_owned())])),
             network_disabled: Some(true),
             ..Default::default()
@@ -602,11 +609,11 @@ impl Docker {
             tracing::warn!(container = %helper, error = %e, "could not remove the image's helper container");
         }
         let image_id = committed?;
-        tracing::info!(tag = %tag, elapsed_ms = started.elapsed().as_millis() as u64, "made the server image");
+        tracing::info!(tag = %tag, "made the server image");
         Ok((tag, image_id))
     }
 
-    /// The bundle into the helper container at `/app/server.mjs`, then the
+    /// The bundle into the helper container at [`BUNDLE_PATH`], then the
     /// helper committed as `tag` with our labels; returns the image id.
     async fn commit_bundle(
         &self,
@@ -617,7 +624,7 @@ impl Docker {
         bundle: &[u8],
     ) -> Result<String, DockerError> {
         let archive = tar::archive(&[("server.mjs", 0o644, bundle)]).map_err(DockerError::BadRequest)?;
-        let opts = UploadToContainerOptions { path: "/app".to_owned(), ..Default::default() };
+        let opts = UploadToContainerOptions { path: APP_DIR.to_owned(), ..Default::default() };
         c.upload_to_container(helper, Some(opts), bollard::body_full(archive.into()))
             .await
             .map_err(|e| self.map_err(e, "copy the bundle into the image"))?;
@@ -630,13 +637,7 @@ impl Docker {
             pause: false,
             ..Default::default()
         };
-        let config = ContainerConfig {
-            labels: Some(labels),
-            user: Some("10001:10001".to_owned()),
-            working_dir: Some("/app".to_owned()),
-            cmd: Some(vec!["/app/server.mjs".to_owned()]),
-            ..Default::default()
-        };
+        let config = ContainerConfig { labels: Some(labels), ..Default::default() };
         c.commit_container(opts, config).await.map_err(|e| self.map_err(e, "commit the server image"))?;
         let img = c.inspect_image(tag).await.map_err(|e| match e {
             BollardError::DockerResponseServerError { status_code: 404, .. } => {
@@ -648,9 +649,13 @@ impl Docker {
     }
 
     /// Remove helper containers a crashed deploy left behind (older than a
-    /// few minutes, so a concurrent deploy's helper is left alone). Best effort.
+    /// few minutes, so a concurrent deploy's helper is left alone; never
+    /// started, so never a server). Best effort.
     async fn sweep_helpers(&self, c: &bollard::Docker) {
-        let filters = HashMap::from([("label".to_owned(), vec![format!("{HELPER_LABEL}=true")])]);
+        let filters = HashMap::from([
+            ("label".to_owned(), vec![format!("{HELPER_LABEL}=true")]),
+            ("status".to_owned(), vec!["created".to_owned()]),
+        ]);
         let Ok(list) = c
             .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
             .await
@@ -725,8 +730,8 @@ impl Docker {
         ContainerCreateBody {
             image: Some(image_tag.to_owned()),
             cmd: Some(vec![BUNDLE_PATH.to_owned()]),
-            user: Some("10001:10001".to_owned()),
-            working_dir: Some("/app".to_owned()),
+            user: Some(RUN_AS.to_owned()),
+            working_dir: Some(APP_DIR.to_owned()),
             env: Some(env),
             labels: Some(labels),
             exposed_ports: Some(HashMap::from([(port_key, HashMap::new())])),

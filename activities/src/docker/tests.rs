@@ -58,6 +58,11 @@ async fn docker_deploy_runs_a_hardened_healthy_container() {
     assert_eq!(labels["bmm.version"], "1");
     assert_eq!(labels["bmm.build"], spec.build_id.to_string());
     assert_eq!(labels[MANAGED_LABEL], "true");
+    // The image was committed from a helper container: its helper label does
+    // not pass to the server (the helper sweep must never take a server).
+    assert_ne!(labels.get(HELPER_LABEL).map(String::as_str), Some("true"), "{labels:?}");
+    assert_eq!(config.cmd, Some(vec![BUNDLE_PATH.to_owned()]));
+    assert_eq!(config.working_dir.as_deref(), Some(APP_DIR));
     let env = config.env.unwrap();
     assert!(env.contains(&"PORT=8080".to_owned()));
     assert!(env.contains(&"BMM_JWKS_FILE=/etc/bmm/jwks/jwks.json".to_owned()));
