@@ -172,16 +172,13 @@ async fn check_beside_deploy(
     let (source, shipped) = join!(check, ship);
     // The check's verdict comes first: its failure is the build's.
     let source = settle(ctx, Step::Check, source)?;
-    let shipped = match shipped {
-        Ok(shipped) => Some(shipped),
-        // Bundled from a spec a repair has since replaced: redone below.
-        Err(_) if source.spec_digest != spec_digest => None,
-        Err((step, e)) => return Err(settle::<()>(ctx, step, Err(e)).expect_err("an error settles as a stop")),
-    };
     match shipped {
-        Some((bundle, deployed)) if bundle.source_digest == source.source_digest => {
+        Ok((bundle, deployed)) if bundle.source_digest == source.source_digest => {
             settle(ctx, Step::Deploy, Ok(deployed))
         }
+        // A failure of the spec the check vouched for is the build's.
+        Err((step, e)) if source.spec_digest == spec_digest => settle(ctx, step, Err(e)),
+        // Shipped from a spec a repair has since replaced: ship the checked source.
         _ => {
             let bundle = bundle_source(ctx, b, source.source_digest).await?;
             deploy(ctx, b, bundle.bundle_digest).await
