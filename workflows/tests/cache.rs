@@ -33,7 +33,11 @@ async fn an_identical_source_reuses_the_bundle() {
         let done = env
             .wait_event(input.build_id, Duration::from_secs(180), |e| e.step == "bundle" && e.kind == "STEP_SUCCEEDED")
             .await;
-        // Stop before Docker: the bundle is what this test is about.
+        // The cache is keyed on checked sources, and the check runs beside
+        // bundle → deploy: let it record the source, then stop the build
+        // (the bundle is what this test is about).
+        env.wait_event(input.build_id, Duration::from_secs(180), |e| e.step == "check" && e.kind == "STEP_SUCCEEDED")
+            .await;
         bmm_workflows::client::cancel_build(&client, &env.cfg, input.build_id).await.unwrap();
         env.outcome(&client, &input, Duration::from_secs(120)).await.expect_err("cancelled");
         let data = done.data.clone().unwrap_or_default();
