@@ -40,10 +40,23 @@ const HOP_BY_HOP: &[&str] = &[
 
 pub(crate) async fn mcp(State(st): State<GatewayState>, Path(slug): Path<String>, req: Request) -> Response {
     let started = Instant::now();
-    let (label, response) = handle(&st, &slug, req).await;
+    let (label, mut response) = handle(&st, &slug, req).await;
+    mark_untrusted(response.headers_mut());
     st.metrics.requests.with_label_values(&[label.as_str(), response.status().as_str()]).inc();
     st.metrics.duration.with_label_values(&[label.as_str()]).observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// Every `/s/` response is a tenant's (or about one) and is served on the
+/// platform's own origin: a browser that opens one must not treat it as a page
+/// of that origin (`sandbox` without tokens blocks scripts, forms and plugins
+/// and gives the document an opaque origin, so it can neither read the
+/// dashboard's storage nor act with the user's cookies) nor sniff a more
+/// dangerous type than the one declared. Inserted, never appended,
+/// so a server cannot weaken them with its own values.
+fn mark_untrusted(headers: &mut HeaderMap) {
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
 }
 
 /// Returns the metrics label (the slug, or "unknown") and the response.
@@ -135,6 +148,9 @@ async fn handle(st: &GatewayState, slug: &str, req: Request) -> (String, Respons
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            // A tenant's server must not set cookies on the platform's origin
+            // (a session fixation or a cookie shadowing the dashboard's).
+            parts.headers.remove(header::SET_COOKIE);
             let is_sse = parts
                 .headers
                 .get(header::CONTENT_TYPE)
@@ -320,6 +336,9 @@ fn build_upstream_request(
         format!("http://{host}:{port}{path}").parse().map_err(|_| "the request URI is not valid".to_owned())?;
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
+    // The platform's cookies (the dashboard session) are sent by browsers to
+    // every path of its origin; a tenant's server never gets to read them.
+    headers.remove(header::COOKIE);
     if let Some(ip) = peer {
         let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
             Some(prev) => format!("{prev}, {ip}"),

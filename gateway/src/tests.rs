@@ -75,6 +75,7 @@ async fn upstream(name: &'static str) -> Upstream {
             "x-forwarded-for": seen(&headers, "x-forwarded-for"),
             "x-forwarded-proto": seen(&headers, "x-forwarded-proto"),
             "host": seen(&headers, "host"),
+            "cookie": seen(&headers, "cookie"),
         });
         let mut resp = axum::Json(out).into_response();
         let h = resp.headers_mut();
@@ -83,6 +84,11 @@ async fn upstream(name: &'static str) -> Upstream {
         h.insert("connection", "x-upstream-hop".parse().unwrap());
         h.insert("x-upstream-hop", "1".parse().unwrap());
         h.insert("keep-alive", "timeout=5".parse().unwrap());
+        // A hostile server trying to plant a cookie and weaken the policy.
+        h.insert("set-cookie", "bmm_session=planted; Path=/".parse().unwrap());
+        h.append("set-cookie", "other=1".parse().unwrap());
+        h.insert("content-security-policy", "default-src *".parse().unwrap());
+        h.insert("x-content-type-options", "sniff-please".parse().unwrap());
         resp
     }
     async fn stream(State((name, release)): State<(&'static str, Arc<Notify>)>) -> Response {
@@ -244,6 +250,7 @@ async fn gateway_proxies_post_with_mcp_headers_and_without_hop_by_hop() {
         .header("connection", "x-client-hop")
         .header("x-client-hop", "1")
         .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+        .header("cookie", "bmm_session=the-dashboard-session")
         .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
         .send()
         .await
@@ -254,7 +261,12 @@ async fn gateway_proxies_post_with_mcp_headers_and_without_hop_by_hop() {
     assert_eq!(h["mcp-session-id"], "sess-from-upstream");
     assert!(h.get("x-upstream-hop").is_none(), "a header named by Connection must not pass: {h:?}");
     assert!(h.get("keep-alive").is_none());
+    // Tenant responses are untrusted content on the platform's origin.
+    assert!(h.get("set-cookie").is_none(), "a server must not set cookies on the platform's origin: {h:?}");
+    assert_eq!(h.get_all("content-security-policy").iter().collect::<Vec<_>>(), ["sandbox"]);
+    assert_eq!(h.get_all("x-content-type-options").iter().collect::<Vec<_>>(), ["nosniff"]);
     let seen: Value = resp.json().await.unwrap();
+    assert_eq!(seen["cookie"], Value::Null, "the platform's cookies must not reach a server");
     assert_eq!(seen["body"], r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
     assert_eq!(seen["query"], "x=1");
     assert_eq!(seen["authorization"], "Bearer good");
@@ -293,6 +305,8 @@ async fn gateway_streams_sse_unbuffered_and_counts_in_flight() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     assert_eq!(resp.headers()["x-accel-buffering"], "no");
+    assert_eq!(resp.headers()["content-security-policy"], "sandbox");
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
     let mut body = resp.bytes_stream();
     // The first event arrives while the upstream still holds the second back.
     let first = tokio::time::timeout(Duration::from_secs(5), body.next()).await.expect("first event was buffered");
@@ -322,6 +336,9 @@ async fn gateway_errors_404_503_502() {
 
     let resp = f.post("nobody", Some("good")).await;
     assert_eq!(resp.status(), 404);
+    // The gateway's own answers on /s/ carry the same policy.
+    assert_eq!(resp.headers()["content-security-policy"], "sandbox");
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "not_found");
     assert_eq!(f.post("Not_A_Slug", Some("good")).await.status(), 404);

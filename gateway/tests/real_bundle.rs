@@ -137,6 +137,24 @@ async fn real_bundle_through_the_gateway() {
     let out = call_tool(&url, &token, "echo", json!({ "text": "through the gateway" })).await.expect("tools/call");
     assert_eq!(out["content"][0]["text"], "through the gateway", "{out}");
 
+    // The real server's answer comes back as untrusted content on the platform's origin.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let resp = http
+        .post(&url)
+        .bearer_auth(&token)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("cookie", "bmm_session=the-dashboard-session")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-security-policy"], "sandbox");
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    assert!(resp.headers().get("set-cookie").is_none());
+    assert!(resp.text().await.unwrap().contains("\"echo\""));
+
     // Directly against the container too (what the build's smoke step does).
     let direct = format!("http://127.0.0.1:{}/mcp", deployed.port);
     smoke_test(&direct, &token, &["echo".to_owned()], Duration::from_secs(20)).await.expect("direct smoke");
