@@ -156,6 +156,22 @@ async fn graphql_ws(
         Some(_) => authenticate_headers(&app.state, &strip_authorization(req.headers())).await.ok().flatten(),
         None => None,
     };
+    // Browsers attach the cookie to a WebSocket upgrade from any page and
+    // WebSockets have no CORS, so a signed-in upgrade is only accepted from
+    // the platform's own pages (cross-site WebSocket hijacking). Keys sent
+    // in connection_init are not ambient and work from anywhere.
+    if cookie_principal.is_some() && !same_origin(&app.state.cfg, req.headers()) {
+        let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("(none)");
+        tracing::warn!(origin, "refused a cookie-authenticated WebSocket from another origin");
+        return error_response(
+            StatusCode::FORBIDDEN,
+            ApiError::Forbidden(format!(
+                "a signed-in WebSocket must come from {}; Origin {origin} is not allowed \
+                 (send an API key in connection_init instead)",
+                app.state.cfg.issuer()
+            )),
+        );
+    }
     let mut data = Data::default();
     data.insert(RequestMeta { ip });
     let state = app.state.clone();
@@ -185,6 +201,21 @@ async fn graphql_ws(
                 .serve()
         },
     )
+}
+
+/// Whether the request's `Origin` is the platform's public origin (in dev
+/// also the origin the browser used to reach this listener, so
+/// `localhost` and `127.0.0.1` both work). No `Origin` is not the platform's.
+pub(crate) fn same_origin(cfg: &bmm_core::Config, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return false };
+    if origin.eq_ignore_ascii_case(&cfg.public_url.origin().ascii_serialization()) {
+        return true;
+    }
+    cfg.dev
+        && headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|host| origin.eq_ignore_ascii_case(&format!("{}://{host}", cfg.public_url.scheme())))
 }
 
 fn strip_authorization(h: &HeaderMap) -> HeaderMap {

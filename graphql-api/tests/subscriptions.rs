@@ -221,6 +221,8 @@ async fn session_cookie_on_the_upgrade_request_authenticates_the_websocket() {
     let mut req = format!("ws://{}/graphql", app.addr).into_client_request().unwrap();
     req.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
     req.headers_mut().insert("Cookie", format!("bmm_session={token}").parse().unwrap());
+    // As the dashboard's own page sends it.
+    req.headers_mut().insert("Origin", app.state.cfg.issuer().parse().unwrap());
     let (mut stream, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     stream.send(Message::Text(json!({ "type": "connection_init" }).to_string().into())).await.unwrap();
     let mut ws = Ws { stream };
@@ -271,4 +273,46 @@ async fn server_status_sends_the_current_state_then_changes() {
     let (last, completed) = ws.collect("s", 5).await;
     assert_eq!(last.last().unwrap()["data"]["serverStatus"]["status"], "DELETED", "{last:?}");
     assert!(completed, "the stream ends when the server is deleted");
+}
+
+/// Cross-site WebSocket hijacking: a page on another origin (even the same
+/// site, another port) cannot ride the victim's session cookie.
+#[tokio::test]
+async fn cookie_websocket_from_another_origin_is_refused() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let app = TestApp::start().await;
+    let (key, user, org) = app.user("cswsh@example.com").await;
+    let token = {
+        let mut conn = app.conn().await;
+        bmm_auth::identity::create_session(&mut conn, user, org, None, None).await.unwrap().0
+    };
+    let upgrade = |origin: Option<&str>, cookie: bool| {
+        let mut req = format!("ws://{}/graphql", app.addr).into_client_request().unwrap();
+        req.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+        if cookie {
+            req.headers_mut().insert("Cookie", format!("bmm_session={token}").parse().unwrap());
+        }
+        if let Some(o) = origin {
+            req.headers_mut().insert("Origin", o.parse().unwrap());
+        }
+        req
+    };
+    for origin in [Some("http://127.0.0.1:1"), Some("https://evil.example"), Some("null"), None] {
+        match tokio_tungstenite::connect_async(upgrade(origin, true)).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 403, "origin {origin:?}");
+                let body = String::from_utf8(resp.body().clone().unwrap_or_default()).unwrap();
+                assert!(body.contains("FORBIDDEN") && body.contains("connection_init"), "{body}");
+            }
+            other => panic!("origin {origin:?}: the upgrade was not refused: {:?}", other.map(|_| ())),
+        }
+    }
+    // A key in connection_init is not ambient: it works from any origin.
+    use futures::SinkExt;
+    let (mut stream, _) =
+        tokio_tungstenite::connect_async(upgrade(Some("https://elsewhere.example"), false)).await.unwrap();
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {key}") } });
+    stream.send(tokio_tungstenite::tungstenite::Message::Text(init.to_string().into())).await.unwrap();
+    let mut ws = Ws { stream };
+    ws.expect_ack().await;
 }
