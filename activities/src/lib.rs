@@ -1,11 +1,10 @@
 //! The build's activities: everything the workflow does that touches the
-//! world (database, node toolchain, Docker, the network) lives here, and the
-//! worker that runs them.
+//! world (database, node toolchain, the server runtime, the network) lives
+//! here, and the worker that runs them.
 //!
-//! Workflow logic (order, retries, compensation) belongs to `bmm-workflows`.
+//! Workflow logic (order, retries, compensation) belongs to `bmm-workflows`;
+//! where containers run (Docker, Swarm) belongs to `bmm-runtime`.
 
-/// Docker through bollard: image, hardened container, removal, logs.
-pub mod docker;
 /// The MCP client that smoke-tests a new container.
 pub mod smoke;
 

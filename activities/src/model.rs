@@ -23,9 +23,9 @@ impl BuildInput {
         workflow_id(self.build_id)
     }
 
-    /// The name of the container this build deploys (see [`crate::docker::container_name`]).
+    /// The name of the container this build deploys (see [`bmm_runtime::container_name`]).
     pub fn container_name(&self) -> String {
-        crate::docker::container_name(&self.slug, self.version, self.build_id)
+        bmm_runtime::container_name(&self.slug, self.version, self.build_id)
     }
 }
 

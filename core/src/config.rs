@@ -69,6 +69,24 @@ pub enum BundleDelivery {
     Image,
 }
 
+/// Which runtime backend runs the generated servers (`BMM_RUNTIME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeBackend {
+    /// One Docker engine (the dev default).
+    Docker,
+    /// Docker Swarm services over the nodes of a swarm.
+    Swarm,
+}
+
+impl RuntimeBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeBackend::Docker => "docker",
+            RuntimeBackend::Swarm => "swarm",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Config {
     /// PostgreSQL URL.
@@ -115,6 +133,8 @@ pub struct Config {
     pub container_cpus: f64,
     /// `mount` (default) or `image`.
     pub bundle_delivery: BundleDelivery,
+    /// `docker` (default) or `swarm`.
+    pub runtime: RuntimeBackend,
 }
 
 impl fmt::Debug for Config {
@@ -276,6 +296,15 @@ impl Config {
             }
         };
 
+        let runtime = match r.string("runtime", "docker").as_deref().map(str::trim) {
+            Some("docker") => Some(RuntimeBackend::Docker),
+            Some("swarm") => Some(RuntimeBackend::Swarm),
+            other => {
+                r.problems.push(format!("BMM_RUNTIME: must be docker or swarm (got {:?})", other.unwrap_or("")));
+                None
+            }
+        };
+
         let model_provider = r.string("generator", "auto");
         let anthropic_model = r.string("anthropic_model", "claude-opus-4-7");
         let anthropic_base = r.url("anthropic_base_url", "https://api.anthropic.com");
@@ -358,6 +387,7 @@ impl Config {
             container_memory_mib: container_memory_mib.expect("validated"),
             container_cpus: container_cpus.expect("validated"),
             bundle_delivery: bundle_delivery.expect("validated"),
+            runtime: runtime.expect("validated"),
         })
     }
 
@@ -471,6 +501,9 @@ mod tests {
         assert!(c.dev);
         let c = Config::from_sources(&env(&[("BMM_BUNDLE_DELIVERY", "image")]), None).unwrap();
         assert_eq!(c.bundle_delivery, BundleDelivery::Image);
+        assert_eq!(c.runtime, RuntimeBackend::Docker);
+        let c = Config::from_sources(&env(&[("BMM_RUNTIME", "swarm")]), None).unwrap();
+        assert_eq!(c.runtime, RuntimeBackend::Swarm);
     }
 
     #[test]
@@ -484,6 +517,7 @@ mod tests {
                 ("BMM_CONTAINER_CPUS", "lots"),
                 ("BMM_GENERATOR", "gpt"),
                 ("BMM_BUNDLE_DELIVERY", "ftp"),
+                ("BMM_RUNTIME", "kubernetes"),
             ]),
             None,
         )
@@ -497,6 +531,7 @@ mod tests {
             "BMM_CONTAINER_CPUS",
             "BMM_GENERATOR",
             "BMM_BUNDLE_DELIVERY",
+            "BMM_RUNTIME",
         ] {
             assert_eq!(e.problems.iter().filter(|p| p.starts_with(name)).count(), 1, "{name} in {text}");
         }

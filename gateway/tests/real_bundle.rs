@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bmm_activities::docker::{DeploySpec, Docker};
 use bmm_activities::smoke::{call_tool, smoke_test};
 use bmm_db::testing::TestDb;
+use bmm_runtime::DeploySpec;
+use bmm_runtime::docker::Docker;
 use serde_json::json;
 use uuid::Uuid;
 

@@ -1,6 +1,6 @@
 //! The adapters from [`crate::ports`] to the real crates: the spec generator
 //! (`bmm-generator`), the build workflows (`bmm-workflows`, Temporal) and the
-//! container runtime (`bmm-activities`' Docker). Each is the only place the
+//! server runtime (`bmm-runtime`). Each is the only place the
 //! API calls into that crate.
 
 use std::sync::Arc;
@@ -95,13 +95,13 @@ impl BuildRunner for TemporalBuilds {
     }
 }
 
-/// Containers through `bmm_activities::docker::Docker`.
-pub struct DockerRuntime(pub bmm_activities::docker::Docker);
+/// Servers' containers through the configured `bmm_runtime` backend.
+pub struct ServerRuntime(pub Arc<dyn bmm_runtime::Runtime>);
 
 #[async_trait]
-impl Runtime for DockerRuntime {
+impl Runtime for ServerRuntime {
     async fn stop_server(&self, server_id: Uuid) -> Result<(), String> {
-        let containers = self.0.list_server_containers(server_id).await.map_err(|e| e.to_string())?;
+        let containers = self.0.list(&bmm_runtime::ListFilter::server(server_id)).await.map_err(|e| e.to_string())?;
         let mut failed = Vec::new();
         for c in containers {
             if let Err(e) = self.0.remove(&c.name).await {

@@ -78,8 +78,8 @@ impl AppState {
         if let Some(client) = temporal {
             b = b.builds(Arc::new(crate::adapters::TemporalBuilds { client, cfg: cfg.clone() }));
         }
-        match bmm_activities::docker::Docker::connect(&cfg) {
-            Ok(d) => b = b.runtime(Arc::new(crate::adapters::DockerRuntime(d))),
+        match bmm_runtime::connect(&cfg) {
+            Ok(r) => b = b.runtime(Arc::new(crate::adapters::ServerRuntime(r))),
             Err(e) => tracing::warn!(error = %e, "Docker is not reachable: serverLogs and container removal are off"),
         }
         b.build()

@@ -3,7 +3,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
-use crate::docker::testing::{Cleanup, TEST_SERVER, docker, spec};
+use bmm_runtime::docker::testing::{Cleanup, TEST_SERVER, docker, spec};
 
 fn names(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| (*s).to_owned()).collect()

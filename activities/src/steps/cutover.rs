@@ -100,10 +100,10 @@ pub async fn run(acts: &BuildActivities, r: Reporter, input: &DeployedInput) -> 
     // the old one finish, then stop it. A failure here does not undo the build.
     if !retired.is_empty() {
         tokio::time::sleep(DRAIN).await;
-        match super::deploy::docker(acts) {
-            Ok(docker) => {
+        match super::deploy::runtime(acts) {
+            Ok(runtime) => {
                 for (id, name) in retired {
-                    match docker.stop(&name, STOP_GRACE).await {
+                    match runtime.stop(&name, STOP_GRACE).await {
                         Ok(()) => {
                             super::deploy::mark_stopped(&r, id).await?;
                             tracing::info!(container = %name, "previous version stopped");

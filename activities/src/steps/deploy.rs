@@ -1,4 +1,4 @@
-//! deploy: the bundle in a hardened container (see `crate::docker`), with the
+//! deploy: the bundle in a hardened container (through `bmm_runtime`), with the
 //! server's credentials from the encrypted store as environment.
 //!
 //! Idempotent: the container name is the build's, so a retried attempt (after
@@ -13,10 +13,10 @@ use uuid::Uuid;
 
 use crate::blobs;
 use crate::build::BuildActivities;
-use crate::docker::{DeploySpec, Docker, DockerError};
 use crate::error::{StepError, kind};
 use crate::model::{BuildInput, DeployInput, Deployed};
 use crate::report::Reporter;
+use bmm_runtime::{DeploySpec, Runtime, RuntimeError};
 
 pub async fn run(acts: &BuildActivities, r: Reporter, input: &DeployInput) -> Result<Deployed, StepError> {
     let b = &input.build;
@@ -60,7 +60,7 @@ pub async fn run(acts: &BuildActivities, r: Reporter, input: &DeployInput) -> Re
     .await?;
 
     let jwks_dir = super::smoke::jwks_dir(acts).await?;
-    let docker = docker(acts)?;
+    let runtime = runtime(acts)?;
     let spec = DeploySpec {
         org_id: b.org_id,
         server_id: b.server_id,
@@ -72,7 +72,7 @@ pub async fn run(acts: &BuildActivities, r: Reporter, input: &DeployInput) -> Re
         env,
         jwks_dir,
     };
-    let container = docker.deploy(&spec).await.map_err(docker_error)?;
+    let container = runtime.deploy(&spec).await.map_err(runtime_error)?;
 
     let mut conn = r.conn().await?;
     diesel::update(deployments::table.filter(deployments::id.eq(deployment_id)))
@@ -170,22 +170,23 @@ async fn load_credentials(
     Ok(out)
 }
 
-pub(crate) fn docker(acts: &BuildActivities) -> Result<Docker, StepError> {
-    Docker::connect(&acts.cfg).map_err(docker_error)
+/// The runtime the configuration names (the engine is contacted on first use).
+pub(crate) fn runtime(acts: &BuildActivities) -> Result<std::sync::Arc<dyn Runtime>, StepError> {
+    bmm_runtime::connect(&acts.cfg).map_err(runtime_error)
 }
 
-/// Docker's failures in the build's words: an unreachable daemon is retried.
-pub(crate) fn docker_error(e: DockerError) -> StepError {
+/// The runtime's failures in the build's words: an unreachable engine is retried.
+pub(crate) fn runtime_error(e: RuntimeError) -> StepError {
     match e {
-        DockerError::Unavailable(m) => StepError::transient(format!("Docker is unreachable: {m}")),
-        DockerError::Failed(m) => StepError::rejected(kind::DEPLOY_FAILED, m),
-        DockerError::BadRequest(m) => StepError::rejected(kind::BAD_INPUT, m),
+        RuntimeError::Unavailable(m) => StepError::transient(format!("Docker is unreachable: {m}")),
+        RuntimeError::Failed(m) => StepError::rejected(kind::DEPLOY_FAILED, m),
+        RuntimeError::BadRequest(m) => StepError::rejected(kind::BAD_INPUT, m),
     }
 }
 
 /// Remove every container labelled with this build; returns how many went.
 pub async fn remove_build_containers(acts: &BuildActivities, build_id: Uuid) -> Result<usize, StepError> {
-    docker(acts)?.remove_build(build_id).await.map_err(docker_error)
+    runtime(acts)?.remove_build(build_id).await.map_err(runtime_error)
 }
 
 /// Mark a deployment stopped (the container is gone or going).

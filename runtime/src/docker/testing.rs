@@ -8,9 +8,9 @@ use uuid::Uuid;
 use super::{DeploySpec, Docker};
 
 /// A tiny ESM server: `/healthz` and a minimal MCP endpoint (see the file).
-pub(crate) const TEST_SERVER: &[u8] = include_bytes!("test_server.mjs");
+pub const TEST_SERVER: &[u8] = include_bytes!("test_server.mjs");
 
-pub(crate) fn config() -> bmm_core::Config {
+pub fn config() -> bmm_core::Config {
     let mut cfg = bmm_core::Config::for_tests("postgres://bmm@127.0.0.1:55432/unused");
     if let Ok(image) = std::env::var("BMM_RUNTIME_IMAGE") {
         cfg.runtime_image = image;
@@ -20,12 +20,12 @@ pub(crate) fn config() -> bmm_core::Config {
     cfg
 }
 
-pub(crate) fn docker() -> Docker {
+pub fn docker() -> Docker {
     Docker::connect(&config()).expect("docker settings")
 }
 
 /// A fresh build of the test server: its own ids, slug and JWKS folder.
-pub(crate) fn spec(bundle: &[u8], env: &[(&str, &str)]) -> (DeploySpec, tempfile::TempDir) {
+pub fn spec(bundle: &[u8], env: &[(&str, &str)]) -> (DeploySpec, tempfile::TempDir) {
     let jwks = tempfile::tempdir().expect("jwks dir");
     std::fs::write(jwks.path().join("jwks.json"), br#"{"keys":[]}"#).expect("jwks file");
     // Readable by the container's user, like the platform's data folder.
@@ -47,7 +47,7 @@ pub(crate) fn spec(bundle: &[u8], env: &[(&str, &str)]) -> (DeploySpec, tempfile
 }
 
 /// Removes the build's containers when dropped, even when the test panics.
-pub(crate) struct Cleanup(pub Uuid);
+pub struct Cleanup(pub Uuid);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {

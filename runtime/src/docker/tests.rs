@@ -110,11 +110,22 @@ async fn docker_deploy_runs_a_hardened_healthy_container() {
         .expect("the followed log stream ended");
     assert_eq!(followed.stream, LogStream::Stdout);
 
-    let listed = d.list_server_containers(spec.server_id).await.unwrap();
+    let listed = d.list(&ListFilter::server(spec.server_id)).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].build_id, Some(spec.build_id));
+    assert_eq!(listed[0].server_id, Some(spec.server_id));
     assert_eq!(listed[0].version, Some(1));
     assert_eq!(listed[0].state, "running");
+    assert_eq!(listed[0].bundle_digest.as_deref(), Some(spec.bundle_digest.as_str()));
+    let endpoint = Endpoint { host: "127.0.0.1".to_owned(), port: deployed.port };
+    assert_eq!(listed[0].endpoint.as_ref(), Some(&endpoint));
+    // Adopting by name reports the same container, and the endpoint the gateway routes to.
+    let adopted = d.adopt(&deployed.name).await.unwrap().expect("adopted");
+    assert_eq!((adopted.id.as_str(), adopted.running), (listed[0].id.as_str(), true));
+    assert_eq!(adopted.endpoint.as_ref(), Some(&endpoint));
+    let by_build = d.list(&ListFilter { build_id: Some(spec.build_id), ..Default::default() }).await.unwrap();
+    assert_eq!(by_build.len(), 1);
+    assert!(d.list(&ListFilter::server(Uuid::new_v4())).await.unwrap().is_empty());
 
     // Graceful stop: SIGTERM ends the server with code 0 well before the grace period.
     let started = Instant::now();
@@ -122,11 +133,15 @@ async fn docker_deploy_runs_a_hardened_healthy_container() {
     assert!(started.elapsed() < Duration::from_secs(10));
     let state = inspect(&deployed.name).await.state.unwrap();
     assert_eq!(state.exit_code, Some(0));
+    let stopped = d.adopt(&deployed.name).await.unwrap().expect("still there");
+    assert!(!stopped.running);
+    assert_eq!(stopped.endpoint, None, "a stopped container is not routed to");
     d.stop(&deployed.name, Duration::from_secs(1)).await.expect("stopping a stopped container is fine");
 
     assert_eq!(d.remove_build(spec.build_id).await.unwrap(), 1);
     assert_eq!(count_build(spec.build_id).await, 0);
     d.remove(&deployed.name).await.expect("removing a missing container is fine");
+    assert_eq!(d.adopt(&deployed.name).await.unwrap(), None);
 }
 
 #[tokio::test]

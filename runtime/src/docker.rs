@@ -1,13 +1,15 @@
-//! Docker through bollard (see docs/ARCHITECTURE.md): the image of a server
-//! version (runtime image + bundle), its hardened container, removal, logs.
+//! The `docker` backend: one Docker engine through bollard (see
+//! docs/ARCHITECTURE.md): the image of a server version (runtime image +
+//! bundle), its hardened container, removal, logs.
 //!
 //! Every call is idempotent where a retried activity needs it: a deploy that
 //! finds its container adopts it. Environment values (credentials) go to Docker
 //! only; they never appear in an error, an event or a log line.
 
 mod tar;
-#[cfg(test)]
-pub(crate) mod testing;
+/// Helpers for tests that deploy real containers (here and in other crates).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 
@@ -29,6 +31,12 @@ use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt, TryStreamExt};
 use tokio::sync::Mutex;
 use uuid::Uuid;
+
+// The backend's own name for the runtime's error: its variants are the runtime's.
+pub(crate) use crate::RuntimeError as DockerError;
+pub use crate::model::{
+    DeploySpec, DeployTimings, Deployed, Endpoint, ListFilter, LogLine, LogStream, Workload, container_name,
+};
 
 /// The port a generated server listens on inside its container.
 pub const CONTAINER_PORT: u16 = 8080;
@@ -67,128 +75,8 @@ const RESTART_ATTEMPTS: i64 = 3;
 /// Variables the platform sets itself; a spec credential may not override them.
 const RESERVED_ENV: &[&str] = &["PORT", "BMM_JWKS_FILE", "NODE_OPTIONS", "NODE_ENV", "HOME", "PATH"];
 
-#[derive(Debug, thiserror::Error)]
-pub enum DockerError {
-    /// The Docker daemon could not be reached; retrying later may succeed.
-    #[error("Docker is unavailable: {0}")]
-    Unavailable(String),
-    /// This deploy failed (the image did not build, the container did not start, …).
-    #[error("{0}")]
-    Failed(String),
-    /// The request itself is wrong; retrying will not help.
-    #[error("bad deploy request: {0}")]
-    BadRequest(String),
-}
-
-impl DockerError {
-    /// Whether an activity should retry: only when Docker itself was unreachable.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, DockerError::Unavailable(_))
-    }
-}
-
-/// What one deploy needs. `Debug` leaves the environment values out.
-#[derive(Clone)]
-pub struct DeploySpec {
-    pub org_id: Uuid,
-    pub server_id: Uuid,
-    pub build_id: Uuid,
-    pub version: i32,
-    pub slug: String,
-    /// The bundled server (one ESM file), run as `node /app/server.mjs`.
-    pub bundle: Vec<u8>,
-    /// `sha256:<hex>` of `bundle`.
-    pub bundle_digest: String,
-    /// Credentials and platform settings (`BMM_SERVER_URL`, `BMM_ISSUER`, …); never logged.
-    pub env: Vec<(String, String)>,
-    /// Host folder holding `jwks.json`, mounted read-only at [`JWKS_MOUNT`].
-    pub jwks_dir: PathBuf,
-}
-
-impl std::fmt::Debug for DeploySpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeploySpec")
-            .field("org_id", &self.org_id)
-            .field("server_id", &self.server_id)
-            .field("build_id", &self.build_id)
-            .field("version", &self.version)
-            .field("slug", &self.slug)
-            .field("bundle_len", &self.bundle.len())
-            .field("bundle_digest", &self.bundle_digest)
-            .field("env_keys", &self.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
-            .field("jwks_dir", &self.jwks_dir)
-            .finish()
-    }
-}
-
-/// A running, healthy container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeployedContainer {
-    pub id: String,
-    pub name: String,
-    /// Image id (`sha256:…`) the container runs.
-    pub image_id: String,
-    /// Image tag (`bmm-server:…`).
-    pub image_tag: String,
-    /// Where the published port is reached (`cfg.container_host`).
-    pub host: String,
-    pub port: u16,
-    /// Whether a container this build made before was found and reused.
-    pub adopted: bool,
-    /// Where the deploy's time went.
-    pub timings: DeployTimings,
-}
-
-/// Milliseconds of each part of a deploy (0 for a part that had nothing to do).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeployTimings {
-    /// Find or make the image of the bundle.
-    pub image_ms: u64,
-    /// Create (or adopt) the container.
-    pub create_ms: u64,
-    pub start_ms: u64,
-    /// Started → `/healthz` answered.
-    pub health_ms: u64,
-}
-
 fn ms_since(t: Instant) -> u64 {
     u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogStream {
-    Stdout,
-    Stderr,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
-    pub stream: LogStream,
-    pub line: String,
-    pub at: DateTime<Utc>,
-}
-
-/// A container of one server, as `list_server_containers` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerContainer {
-    pub id: String,
-    pub name: String,
-    pub build_id: Option<Uuid>,
-    pub version: Option<i32>,
-    /// Docker's state: `running`, `exited`, `restarting`, …
-    pub state: String,
-    pub image_id: String,
-}
-
-/// The container name of a build: `bmm-<slug>-v<version>-<first 8 of build id>`.
-pub fn container_name(slug: &str, version: i32, build_id: Uuid) -> String {
-    // The tail, not the head: build ids are UUIDv7, whose first characters are
-    // a timestamp shared by builds made in the same minute; the last twelve
-    // are random.
-    let simple = build_id.simple().to_string();
-    let short = &simple[simple.len() - 12..];
-    format!("bmm-{slug}-v{version}-{short}")
 }
 
 /// A handle on the Docker daemon. The connection is made (and the API version
@@ -296,7 +184,7 @@ impl Docker {
 
     /// Build (or reuse) the image of the bundle, then create (or adopt) and start
     /// the hardened container and wait until it answers `/healthz`.
-    pub async fn deploy(&self, spec: &DeploySpec) -> Result<DeployedContainer, DockerError> {
+    pub async fn deploy(&self, spec: &DeploySpec) -> Result<Deployed, DockerError> {
         validate(spec)?;
         let c = self.client().await?;
         let mut timings = DeployTimings::default();
@@ -389,7 +277,7 @@ impl Docker {
         };
         timings.health_ms = ms_since(t);
         tracing::info!(container = %name, port = deployed.1, adopted, image = %image_tag, ?timings, "container is healthy");
-        Ok(DeployedContainer {
+        Ok(Deployed {
             id: deployed.0,
             name,
             image_id,
@@ -512,13 +400,14 @@ impl Docker {
         .try_flatten()
     }
 
-    /// Every container (running or not) of a server, newest first.
-    pub async fn list_server_containers(&self, server_id: Uuid) -> Result<Vec<ServerContainer>, DockerError> {
+    /// Every container (running or not) the platform manages, narrowed by
+    /// `filter`, newest first.
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Workload>, DockerError> {
         let c = self.client().await?;
-        let filters = HashMap::from([(
-            "label".to_owned(),
-            vec![format!("bmm.server={server_id}"), format!("{MANAGED_LABEL}=true")],
-        )]);
+        let mut labels = vec![format!("{MANAGED_LABEL}=true")];
+        labels.extend(filter.server_id.map(|id| format!("bmm.server={id}")));
+        labels.extend(filter.build_id.map(|id| format!("bmm.build={id}")));
+        let filters = HashMap::from([("label".to_owned(), labels)]);
         let mut list = c
             .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
             .await
@@ -528,20 +417,64 @@ impl Docker {
             .into_iter()
             .map(|s| {
                 let labels = s.labels.unwrap_or_default();
-                ServerContainer {
+                let state = s.state.map(|st| st.to_string()).unwrap_or_default();
+                let running = state == "running";
+                let port = s.ports.unwrap_or_default().into_iter().find_map(|p| {
+                    let loopback = p.ip.as_deref().is_none_or(|ip| ip == "127.0.0.1" || ip.is_empty());
+                    (p.private_port == CONTAINER_PORT && loopback).then_some(p.public_port).flatten()
+                });
+                Workload {
                     id: s.id.unwrap_or_default(),
                     name: s
                         .names
                         .and_then(|n| n.into_iter().next())
                         .map(|n| n.trim_start_matches('/').to_owned())
                         .unwrap_or_default(),
+                    server_id: labels.get("bmm.server").and_then(|b| b.parse().ok()),
                     build_id: labels.get("bmm.build").and_then(|b| b.parse().ok()),
                     version: labels.get("bmm.version").and_then(|v| v.parse().ok()),
-                    state: s.state.map(|st| st.to_string()).unwrap_or_default(),
+                    bundle_digest: labels.get("bmm.bundle").cloned(),
+                    endpoint: port.filter(|_| running).map(|port| Endpoint { host: self.container_host.clone(), port }),
+                    state,
+                    running,
                     image_id: s.image_id.unwrap_or_default(),
+                    created: s.created.unwrap_or(0),
                 }
             })
             .collect())
+    }
+
+    /// The container of `name` as it is now, if it exists and is the platform's.
+    pub async fn adopt(&self, name: &str) -> Result<Option<Workload>, DockerError> {
+        let c = self.client().await?;
+        let Some(info) = self.inspect(&c, name).await? else {
+            return Ok(None);
+        };
+        let labels = info.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
+        if labels.get(MANAGED_LABEL).map(String::as_str) != Some("true") {
+            return Ok(None);
+        }
+        let state = info.state.clone().unwrap_or_default();
+        let running = state.running == Some(true);
+        Ok(Some(Workload {
+            id: info.id.clone().unwrap_or_default(),
+            name: info.name.clone().unwrap_or_default().trim_start_matches('/').to_owned(),
+            server_id: labels.get("bmm.server").and_then(|b| b.parse().ok()),
+            build_id: labels.get("bmm.build").and_then(|b| b.parse().ok()),
+            version: labels.get("bmm.version").and_then(|v| v.parse().ok()),
+            bundle_digest: labels.get("bmm.bundle").cloned(),
+            endpoint: published_port(&info)
+                .filter(|_| running)
+                .map(|port| Endpoint { host: self.container_host.clone(), port }),
+            state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            running,
+            image_id: info.image.clone().unwrap_or_default(),
+            created: info
+                .created
+                .as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map_or(0, |t| t.timestamp()),
+        }))
     }
 
     /// The tag of a bundle's image: the runtime image id and the bundle digest
