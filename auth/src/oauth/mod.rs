@@ -62,6 +62,12 @@ impl From<AuthError> for OAuthError {
     }
 }
 
+impl From<diesel::result::Error> for OAuthError {
+    fn from(e: diesel::result::Error) -> Self {
+        OAuthError::Internal(AuthError::Db(e))
+    }
+}
+
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let (status, body) = match self {

@@ -355,9 +355,106 @@ async fn wrong_verifier_is_refused() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "invalid_grant");
     assert_eq!(body["error_description"], "code_verifier does not match the code_challenge");
-    // The code is burnt by the failed attempt.
-    let (status, _) = h.exchange(&client, &code).await;
+    // Whoever holds a leaked code without the verifier cannot burn it: the
+    // client's own exchange still succeeds and nothing was revoked.
+    let (status, tok) = h.exchange(&client, &code).await;
+    assert_eq!(status, StatusCode::OK, "{tok}");
+    let (status, body) = h.refresh(&client, tok["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn a_leaked_code_presented_by_another_client_does_not_burn_it() {
+    let h = Harness::new().await;
+    let (client, code, _) = h.code_for("leak@example.com", "s1").await;
+    let other = h.register_public().await;
+    let (status, body) = h
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", LOOPBACK_CB),
+            ("code_verifier", VERIFIER),
+            ("client_id", &other),
+        ])
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error_description"], "authorization code was issued to another client");
+    let (status, tok) = h.exchange(&client, &code).await;
+    assert_eq!(status, StatusCode::OK, "the code's own client still gets its tokens: {tok}");
+}
+
+/// Two uses of one refresh token at the same moment (a stolen copy and the
+/// client's): one rotates, the other revokes the family, and the family
+/// revoke covers the token the winner was issued, whichever of the two wins.
+#[tokio::test]
+async fn racing_refreshes_leave_no_live_token() {
+    let h = Harness::new().await;
+    for round in 0..5 {
+        let (client, code, _) = h.code_for(&format!("race{round}@example.com"), &format!("race{round}")).await;
+        let (_, tok) = h.exchange(&client, &code).await;
+        let r1 = tok["refresh_token"].as_str().unwrap().to_owned();
+        // Hold the token's row so both requests are inside the endpoint,
+        // queued on the same lock, before either rotates.
+        let mut lock = h.conn().await;
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut *lock, "BEGIN").await.unwrap();
+        let _: Uuid = oauth_refresh_tokens::table
+            .filter(oauth_refresh_tokens::token_hash.eq(bmm_core::crypto::hash_token(&r1)))
+            .for_update()
+            .select(oauth_refresh_tokens::family_id)
+            .first(&mut *lock)
+            .await
+            .unwrap();
+        let a = tokio::spawn({
+            let (http, url, client, r1) = (h.http.clone(), h.url("/oauth/token"), client.clone(), r1.clone());
+            async move { refresh_raw(&http, &url, &client, &r1).await }
+        });
+        let b = tokio::spawn({
+            let (http, url, client, r1) = (h.http.clone(), h.url("/oauth/token"), client.clone(), r1.clone());
+            async move { refresh_raw(&http, &url, &client, &r1).await }
+        });
+        let mut waiting = 0;
+        for _ in 0..200 {
+            let mut conn = h.conn().await;
+            waiting = diesel::sql_query(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            if waiting >= 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(waiting, 2, "both refreshes wait on the token's row");
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut *lock, "COMMIT").await.unwrap();
+        let mut outcomes = vec![a.await.unwrap(), b.await.unwrap()];
+        outcomes.sort_by_key(|(status, _)| *status);
+        assert_eq!(outcomes[0].0, StatusCode::OK, "{outcomes:?}");
+        assert_eq!(outcomes[1].0, StatusCode::BAD_REQUEST, "{outcomes:?}");
+        assert!(outcomes[1].1["error_description"].as_str().unwrap().contains("already used"));
+        let r2 = outcomes[0].1["refresh_token"].as_str().unwrap().to_owned();
+        let (status, body) = h.refresh(&client, &r2).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "round {round}: the winner's new token must be revoked: {body}");
+    }
+    let mut conn = h.conn().await;
+    let live: i64 = oauth_refresh_tokens::table
+        .filter(oauth_refresh_tokens::revoked_at.is_null())
+        .count()
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(live, 0);
+}
+
+async fn refresh_raw(http: &reqwest::Client, url: &str, client: &str, refresh: &str) -> (StatusCode, Value) {
+    let resp = http
+        .post(url)
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", client)])
+        .send()
+        .await
+        .unwrap();
+    (resp.status(), resp.json().await.unwrap())
 }
 
 #[tokio::test]

@@ -93,8 +93,10 @@ struct Issued {
     org_id: Uuid,
     resource: String,
     scope: String,
-    family: Uuid,
     server_id: Uuid,
+    /// The refresh token issued with this grant, inserted in the same
+    /// transaction that used the code or rotated the old token.
+    refresh: Option<String>,
 }
 
 /// The client a token or revoke request authenticates as: HTTP Basic or the
@@ -190,22 +192,7 @@ async fn respond(
         "expires_in": claims.exp - claims.iat,
         "scope": i.scope,
     });
-    if client.may_refresh() && i.scope.split(' ').any(|s| s == "offline_access") {
-        let refresh = new_token("");
-        diesel::insert_into(rt::table)
-            .values((
-                rt::token_hash.eq(hash_token(&refresh)),
-                rt::family_id.eq(i.family),
-                rt::client_id.eq(&client.client_id),
-                rt::user_id.eq(i.user_id),
-                rt::org_id.eq(i.org_id),
-                rt::resource.eq(&i.resource),
-                rt::scope.eq(&i.scope),
-                rt::expires_at.eq(Utc::now() + REFRESH_TTL),
-            ))
-            .execute(conn)
-            .await
-            .map_err(|e| OAuthError::Internal(e.into()))?;
+    if let Some(refresh) = &i.refresh {
         body["refresh_token"] = json!(refresh);
     }
     let what = if refreshed { "tokens refreshed" } else { "tokens issued" };
@@ -223,6 +210,40 @@ async fn respond(
     let mut resp = (StatusCode::OK, axum::Json(body)).into_response();
     no_store(resp.headers_mut());
     Ok(resp)
+}
+
+/// Issue the refresh token of a grant, when the client may refresh and
+/// asked for `offline_access`. Called inside the transaction that burns the
+/// code or rotates the old token, so a concurrent replay that revokes the
+/// family also revokes this one (it cannot be inserted after the revoke).
+#[allow(clippy::too_many_arguments)]
+async fn issue_refresh(
+    conn: &mut AsyncPgConnection,
+    client: &Client,
+    family: Uuid,
+    user_id: Uuid,
+    org_id: Uuid,
+    resource: &str,
+    scope: &str,
+) -> Result<Option<String>, OAuthError> {
+    if !(client.may_refresh() && scope.split(' ').any(|s| s == "offline_access")) {
+        return Ok(None);
+    }
+    let refresh = new_token("");
+    diesel::insert_into(rt::table)
+        .values((
+            rt::token_hash.eq(hash_token(&refresh)),
+            rt::family_id.eq(family),
+            rt::client_id.eq(&client.client_id),
+            rt::user_id.eq(user_id),
+            rt::org_id.eq(org_id),
+            rt::resource.eq(resource),
+            rt::scope.eq(scope),
+            rt::expires_at.eq(Utc::now() + REFRESH_TTL),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(Some(refresh))
 }
 
 /// The server must still exist in the org and the user must still belong to it.
@@ -272,40 +293,19 @@ async fn code_grant(
         .filter(|c| !c.is_empty())
         .ok_or_else(|| OAuthError::bad("invalid_request", "code is missing"))?;
     let code_hash = hash_token(code);
-    // Mark used first, atomically: of two racing uses exactly one proceeds.
-    let row: Option<CodeRow> = diesel::update(
-        oauth_codes::table.filter(oauth_codes::code_hash.eq(&code_hash)).filter(oauth_codes::used_at.is_null()),
-    )
-    .set(oauth_codes::used_at.eq(diesel::dsl::now))
-    .returning(CodeRow::as_returning())
-    .get_result(conn)
-    .await
-    .optional()
-    .map_err(|e| OAuthError::Internal(e.into()))?;
-    let Some(row) = row else {
-        let reused: bool =
-            diesel::select(diesel::dsl::exists(oauth_codes::table.filter(oauth_codes::code_hash.eq(&code_hash))))
-                .get_result(conn)
-                .await
-                .map_err(|e| OAuthError::Internal(e.into()))?;
-        if reused {
-            // A replayed code may be stolen: revoke what its first use issued.
-            diesel::update(
-                rt::table.filter(rt::family_id.eq(family_of_code(&code_hash))).filter(rt::revoked_at.is_null()),
-            )
-            .set(rt::revoked_at.eq(diesel::dsl::now))
-            .execute(conn)
-            .await
-            .map_err(|e| OAuthError::Internal(e.into()))?;
-            return Err(OAuthError::grant("authorization code was already used; the tokens it issued were revoked"));
-        }
-        return Err(OAuthError::grant("authorization code is not valid"));
-    };
+    // Every check that needs only the code, the client and the verifier
+    // comes before the code is burnt: someone holding a leaked code but not
+    // the client's verifier (or its credentials) cannot burn it and so
+    // revoke the grant of the client it belongs to.
+    let row: Option<CodeRow> = oauth_codes::table
+        .filter(oauth_codes::code_hash.eq(&code_hash))
+        .select(CodeRow::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    let Some(row) = row else { return Err(OAuthError::grant("authorization code is not valid")) };
     if row.client_id != client.client_id {
         return Err(OAuthError::grant("authorization code was issued to another client"));
-    }
-    if row.expires_at <= Utc::now() {
-        return Err(OAuthError::grant("authorization code has expired; authorize again"));
     }
     match f.redirect_uri.as_deref() {
         Some(r) if r == row.redirect_uri => {}
@@ -328,15 +328,56 @@ async fn code_grant(
         return Err(OAuthError::grant("code_verifier does not match the code_challenge"));
     }
     check_resource(f.resource.as_deref(), &row.resource)?;
-    let server_id = check_still_allowed(conn, st, &row.resource, row.org_id, row.user_id).await?;
-    Ok(Issued {
-        user_id: row.user_id,
-        org_id: row.org_id,
-        resource: row.resource,
-        scope: row.scope,
-        family: family_of_code(&row.code_hash),
-        server_id,
+    if row.expires_at <= Utc::now() {
+        return Err(OAuthError::grant("authorization code has expired; authorize again"));
+    }
+    let family = family_of_code(&row.code_hash);
+    let client_id = client.client_id.clone();
+    // Burn the code (bound to its client) and issue the refresh token in one
+    // transaction: of two racing uses exactly one proceeds, and a replay's
+    // family revoke cannot miss a token inserted after it.
+    conn.transaction::<_, OAuthError, _>(|conn| {
+        async move {
+            let burnt: Option<Vec<u8>> = diesel::update(
+                oauth_codes::table
+                    .filter(oauth_codes::code_hash.eq(&code_hash))
+                    .filter(oauth_codes::client_id.eq(&client_id))
+                    .filter(oauth_codes::used_at.is_null()),
+            )
+            .set(oauth_codes::used_at.eq(diesel::dsl::now))
+            .returning(oauth_codes::code_hash)
+            .get_result(conn)
+            .await
+            .optional()?;
+            if burnt.is_none() {
+                // A replay by the client itself (it holds the verifier): the
+                // code may be stolen, so revoke what its first use issued.
+                diesel::update(rt::table.filter(rt::family_id.eq(family)).filter(rt::revoked_at.is_null()))
+                    .set(rt::revoked_at.eq(diesel::dsl::now))
+                    .execute(conn)
+                    .await?;
+                return Ok(Err(OAuthError::grant(
+                    "authorization code was already used; the tokens it issued were revoked",
+                )));
+            }
+            let server_id = match check_still_allowed(conn, st, &row.resource, row.org_id, row.user_id).await {
+                Ok(id) => id,
+                Err(e) => return Ok(Err(e)),
+            };
+            let refresh =
+                issue_refresh(conn, client, family, row.user_id, row.org_id, &row.resource, &row.scope).await?;
+            Ok(Ok(Issued {
+                user_id: row.user_id,
+                org_id: row.org_id,
+                resource: row.resource,
+                scope: row.scope,
+                server_id,
+                refresh,
+            }))
+        }
+        .scope_boxed()
     })
+    .await?
 }
 
 async fn refresh_grant(
@@ -355,70 +396,73 @@ async fn refresh_grant(
         .ok_or_else(|| OAuthError::bad("invalid_request", "refresh_token is missing"))?;
     let hash = hash_token(token);
     let client_id = client.client_id.clone();
-    // One transaction with the row locked: two racing uses of one token cannot both rotate.
-    let outcome: Result<RefreshRow, OAuthError> = conn
-        .transaction::<_, diesel::result::Error, _>(|conn| {
-            async move {
-                let row: Option<RefreshRow> = rt::table
-                    .filter(rt::token_hash.eq(&hash))
-                    .for_update()
-                    .select(RefreshRow::as_select())
-                    .first(conn)
-                    .await
-                    .optional()?;
-                let Some(row) = row else {
-                    return Ok(Err(OAuthError::grant("refresh token is not valid")));
-                };
-                if row.client_id != client_id {
-                    return Ok(Err(OAuthError::grant("refresh token was issued to another client")));
-                }
-                if row.revoked_at.is_some() {
-                    return Ok(Err(OAuthError::grant("refresh token was revoked; authorize again")));
-                }
-                if row.used_at.is_some() {
-                    diesel::update(rt::table.filter(rt::family_id.eq(row.family_id)).filter(rt::revoked_at.is_null()))
-                        .set(rt::revoked_at.eq(diesel::dsl::now))
-                        .execute(conn)
-                        .await?;
-                    return Ok(Err(OAuthError::grant(
-                        "refresh token was already used; every token of this grant was revoked, authorize again",
-                    )));
-                }
-                if row.expires_at <= Utc::now() {
-                    return Ok(Err(OAuthError::grant("refresh token has expired; authorize again")));
-                }
-                diesel::update(rt::table.filter(rt::token_hash.eq(&hash)))
-                    .set(rt::used_at.eq(diesel::dsl::now))
+    let requested_scope = f.scope.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+    let requested_resource = f.resource.clone();
+    // One transaction with the row locked: two racing uses of one token
+    // cannot both rotate, and the new token is inserted before the commit,
+    // so the loser's family revoke always covers the winner's new token.
+    conn.transaction::<_, OAuthError, _>(|conn| {
+        async move {
+            let row: Option<RefreshRow> = rt::table
+                .filter(rt::token_hash.eq(&hash))
+                .for_update()
+                .select(RefreshRow::as_select())
+                .first(conn)
+                .await
+                .optional()?;
+            let Some(row) = row else {
+                return Ok(Err(OAuthError::grant("refresh token is not valid")));
+            };
+            if row.client_id != client_id {
+                return Ok(Err(OAuthError::grant("refresh token was issued to another client")));
+            }
+            if row.revoked_at.is_some() {
+                return Ok(Err(OAuthError::grant("refresh token was revoked; authorize again")));
+            }
+            if row.used_at.is_some() {
+                diesel::update(rt::table.filter(rt::family_id.eq(row.family_id)).filter(rt::revoked_at.is_null()))
+                    .set(rt::revoked_at.eq(diesel::dsl::now))
                     .execute(conn)
                     .await?;
-                Ok(Ok(row))
+                return Ok(Err(OAuthError::grant(
+                    "refresh token was already used; every token of this grant was revoked, authorize again",
+                )));
             }
-            .scope_boxed()
-        })
-        .await
-        .map_err(|e| OAuthError::Internal(e.into()))?;
-    let row = outcome?;
-    check_resource(f.resource.as_deref(), &row.resource)?;
-    // A refresh may narrow the scope, never widen it.
-    let scope = match f.scope.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        Some(req) => {
-            let granted: Vec<&str> = row.scope.split(' ').collect();
-            if let Some(extra) = req.split_whitespace().find(|s| !granted.contains(s)) {
-                return Err(OAuthError::bad("invalid_scope", format!("scope {extra} was not granted")));
+            if row.expires_at <= Utc::now() {
+                return Ok(Err(OAuthError::grant("refresh token has expired; authorize again")));
             }
-            req.split_whitespace().collect::<Vec<_>>().join(" ")
+            // Refusals below roll back: the token stays usable.
+            check_resource(requested_resource.as_deref(), &row.resource)?;
+            // A refresh may narrow the scope, never widen it.
+            let scope = match requested_scope {
+                Some(req) => {
+                    let granted: Vec<&str> = row.scope.split(' ').collect();
+                    if let Some(extra) = req.split_whitespace().find(|s| !granted.contains(s)) {
+                        return Err(OAuthError::bad("invalid_scope", format!("scope {extra} was not granted")));
+                    }
+                    req.split_whitespace().collect::<Vec<_>>().join(" ")
+                }
+                None => row.scope.clone(),
+            };
+            let server_id = check_still_allowed(conn, st, &row.resource, row.org_id, row.user_id).await?;
+            diesel::update(rt::table.filter(rt::token_hash.eq(&hash)))
+                .set(rt::used_at.eq(diesel::dsl::now))
+                .execute(conn)
+                .await?;
+            let refresh =
+                issue_refresh(conn, client, row.family_id, row.user_id, row.org_id, &row.resource, &scope).await?;
+            Ok(Ok(Issued {
+                user_id: row.user_id,
+                org_id: row.org_id,
+                resource: row.resource,
+                scope,
+                server_id,
+                refresh,
+            }))
         }
-        None => row.scope.clone(),
-    };
-    let server_id = check_still_allowed(conn, st, &row.resource, row.org_id, row.user_id).await?;
-    Ok(Issued {
-        user_id: row.user_id,
-        org_id: row.org_id,
-        resource: row.resource,
-        scope,
-        family: row.family_id,
-        server_id,
+        .scope_boxed()
     })
+    .await?
 }
 
 #[derive(Debug, Default, Deserialize)]
