@@ -87,16 +87,46 @@ fn redirect_with(redirect_uri: &str, pairs: &[(&str, &str)]) -> Response {
     Redirect::to(u.as_str()).into_response()
 }
 
+/// Whether an error may be sent to `redirect_uri` without asking the user
+/// (RFC 9700 §4.11.2). Every client registers itself, so an https redirect
+/// is whatever site the registrant chose: sending people there from our
+/// origin would make us an open redirector. A loopback address or an app's
+/// own scheme lands on the user's machine, never on someone else's website.
+fn trusted_redirect(redirect_uri: &str) -> bool {
+    match Url::parse(redirect_uri) {
+        Ok(u) => match u.scheme() {
+            "https" => false,
+            "http" => super::clients::is_loopback_host(&u),
+            _ => true,
+        },
+        Err(_) => false,
+    }
+}
+
+fn error_redirect(st: &AuthState, redirect_uri: &str, state: Option<&str>, code: &str, description: &str) -> Response {
+    let iss = st.cfg.issuer();
+    let mut pairs = vec![("error", code), ("error_description", description), ("iss", iss.as_str())];
+    if let Some(s) = state {
+        pairs.push(("state", s));
+    }
+    redirect_with(redirect_uri, &pairs)
+}
+
 fn refuse(st: &AuthState, r: Refusal) -> Response {
     match r {
         Refusal::Page(m) => error_page(StatusCode::BAD_REQUEST, "Cannot connect this app", &m),
-        Refusal::Redirect { redirect_uri, state, code, description } => {
-            let iss = st.cfg.issuer();
-            let mut pairs = vec![("error", code), ("error_description", description.as_str()), ("iss", iss.as_str())];
-            if let Some(s) = &state {
-                pairs.push(("state", s));
-            }
-            redirect_with(&redirect_uri, &pairs)
+        Refusal::Redirect { redirect_uri, state, code, description } if trusted_redirect(&redirect_uri) => {
+            error_redirect(st, &redirect_uri, state.as_deref(), code, &description)
+        }
+        Refusal::Redirect { redirect_uri, code, description, .. } => {
+            // Shown here, with where the app wanted to go, instead of an
+            // automatic redirect to a site nobody vetted.
+            let host = Url::parse(&redirect_uri).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+            error_page(
+                StatusCode::BAD_REQUEST,
+                "Cannot connect this app",
+                &format!("The app (returning to {host}) made a request that cannot be granted: {code}: {description}"),
+            )
         }
         Refusal::Internal(e) => internal(&e),
     }
@@ -373,12 +403,6 @@ pub(super) async fn authorize_post(
     };
     let name = c.client.display_name().to_owned();
     if p.decision.as_deref() != Some("approve") {
-        let r = Refusal::Redirect {
-            redirect_uri: c.redirect_uri.clone(),
-            state: c.state.clone(),
-            code: "access_denied",
-            description: "the user denied access".into(),
-        };
         trace::record(
             &mut conn,
             Some(server.org_id),
@@ -390,7 +414,8 @@ pub(super) async fn authorize_post(
             "access_denied: the user denied access",
         )
         .await;
-        return refuse(&st, r);
+        // The user chose Deny on a page that showed where the app returns to.
+        return error_redirect(&st, &c.redirect_uri, c.state.as_deref(), "access_denied", "the user denied access");
     }
     let code = new_token("");
     let inserted = diesel::insert_into(oauth_codes::table)

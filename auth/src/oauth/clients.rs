@@ -77,7 +77,7 @@ pub async fn find_client(conn: &mut AsyncPgConnection, client_id: &str) -> Resul
         .optional()?)
 }
 
-fn is_loopback_host(u: &Url) -> bool {
+pub(crate) fn is_loopback_host(u: &Url) -> bool {
     match u.host() {
         Some(Host::Ipv4(ip)) => ip.is_loopback(),
         Some(Host::Ipv6(ip)) => ip.is_loopback(),
@@ -86,12 +86,28 @@ fn is_loopback_host(u: &Url) -> bool {
     }
 }
 
-/// Schemes that must never be redirect targets: they run code or read local data.
-const FORBIDDEN_SCHEMES: [&str; 10] =
-    ["javascript", "data", "vbscript", "file", "about", "blob", "filesystem", "view-source", "ws", "wss"];
+/// App schemes that predate RFC 8252's reverse-domain rule and that MCP
+/// clients use today (`cursor://anysphere.cursor-retrieval/…`).
+const KNOWN_APP_SCHEMES: [&str; 5] = ["cursor", "vscode", "vscode-insiders", "windsurf", "claude"];
+
+/// A private-use scheme named for a domain the app's author controls
+/// (`com.example.app`, RFC 8252 §7.1): at least two dot-separated labels of
+/// lower-case letters, digits and hyphens.
+fn is_reverse_domain_scheme(scheme: &str) -> bool {
+    let labels: Vec<&str> = scheme.split('.').collect();
+    labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
 
 /// Check one redirect URI: https; http only on loopback (127.0.0.1, [::1],
-/// localhost, any port); or a private-use scheme such as `cursor://…`.
+/// localhost, any port); or an app's private-use scheme, allowed by rule
+/// (reverse-domain, RFC 8252) rather than by listing the dangerous ones
+/// (`javascript:`, `ms-msdt:`, `intent:`, `tel:`… are all refused by it).
 pub fn validate_redirect_uri(raw: &str) -> Result<(), String> {
     let u = Url::parse(raw).map_err(|e| format!("redirect URI {raw:?} is not an absolute URL ({e})"))?;
     if u.fragment().is_some() {
@@ -113,8 +129,11 @@ pub fn validate_redirect_uri(raw: &str) -> Result<(), String> {
                 ))
             }
         }
-        s if FORBIDDEN_SCHEMES.contains(&s) => Err(format!("redirect URI scheme {s}: is not allowed")),
-        _ => Ok(()),
+        s if KNOWN_APP_SCHEMES.contains(&s) || is_reverse_domain_scheme(s) => Ok(()),
+        s => Err(format!(
+            "redirect URI scheme {s}: is not allowed; an app's own scheme must be a reverse domain name it controls, \
+             such as com.example.app: (RFC 8252)"
+        )),
     }
 }
 
@@ -307,6 +326,12 @@ mod tests {
         for (bad, why) in [
             ("http://evil.example/cb", "non-loopback"),
             ("javascript:alert(1)", "not allowed"),
+            ("ms-msdt:/id", "reverse domain"),
+            ("tel:+15555550100", "reverse domain"),
+            ("intent://x#Intent;end", "fragment"),
+            ("intent://scan/", "reverse domain"),
+            ("x-app://cb", "reverse domain"),
+            ("com..app:/cb", "reverse domain"),
             ("data:text/html,hi", "not allowed"),
             ("file:///etc/passwd", "not allowed"),
             ("https://app.example/cb#frag", "fragment"),

@@ -636,6 +636,54 @@ async fn registration_accepts_cursors_mixed_redirect_uris_and_refuses_bad_ones()
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }
 
+/// Custom-scheme redirects are allowed by rule (reverse-domain, RFC 8252),
+/// not by a deny-list: schemes that launch other handlers are refused.
+#[tokio::test]
+async fn custom_scheme_redirects_must_be_reverse_domain_names() {
+    let h = Harness::new().await;
+    for bad in ["ms-msdt:/id?PCWDiagnostic", "tel:+15555550100", "intent://scan/", "mailto:a@b.example", "x-app://cb"] {
+        let (status, err) = h.register(json!({"redirect_uris": [bad], "token_endpoint_auth_method": "none"})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {err}");
+        assert_eq!(err["error"], "invalid_redirect_uri", "{bad}");
+        assert!(err["error_description"].as_str().unwrap().contains("reverse domain"), "{err}");
+    }
+    for ok in ["com.example.app:/oauth2redirect", "dev.zed.app://cb", CURSOR_CB] {
+        let (status, reg) = h.register(json!({"redirect_uris": [ok], "token_endpoint_auth_method": "none"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{ok}: {reg}");
+    }
+}
+
+/// RFC 9700 §4.11.2: an error is not sent automatically to an https
+/// redirect a registrant chose (open redirect), before or after sign-in.
+#[tokio::test]
+async fn authorize_errors_are_shown_not_redirected_to_untrusted_sites() {
+    let h = Harness::new().await;
+    let mut conn = h.conn().await;
+    let (_, org) = crate::identity::ensure_user_and_org(&mut conn, "or@example.com").await.unwrap();
+    let resource = h.seed_server(org.id, "s1").await;
+    let (status, reg) = h
+        .register(json!({"client_name": "Evil", "redirect_uris": ["https://evil.example/land"], "token_endpoint_auth_method": "none"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let client = reg["client_id"].as_str().unwrap();
+    let params: Vec<(String, String)> = h
+        .authorize_params(client, &resource)
+        .into_iter()
+        .map(|(k, v)| if k == "redirect_uri" { (k, "https://evil.example/land".into()) } else { (k, v) })
+        .filter(|(k, _)| k != "code_challenge")
+        .collect();
+    for signed_in in [false, true] {
+        if signed_in {
+            h.sign_in("or@example.com").await;
+        }
+        let resp = h.authorize_get(&params).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "signed in: {signed_in}");
+        assert!(resp.headers().get("location").is_none(), "signed in: {signed_in}");
+        let page = resp.text().await.unwrap();
+        assert!(page.contains("evil.example") && page.contains("PKCE"), "{page}");
+    }
+}
+
 #[tokio::test]
 async fn confidential_clients_authenticate_by_their_method() {
     let h = Harness::new().await;
