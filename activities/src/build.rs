@@ -128,10 +128,10 @@ async fn heartbeat(ctx: &ActivityContext) {
 
 #[activities]
 impl BuildActivities {
-    /// The spec: from the version row or the valid preview, else regenerated.
+    /// The spec the user reviewed: from the version row, else the preview row.
     #[activity]
     pub async fn generate(self: Arc<Self>, ctx: ActivityContext, input: BuildInput) -> Result<SpecRef, ActivityError> {
-        self.run_step(&ctx, &input, Step::Generate, |r| steps::generate::run(&self, r, &input)).await
+        self.run_step(&ctx, &input, Step::Generate, |r| steps::generate::run(r, &input)).await
     }
 
     /// Render, scan and type-check; the source goes to the blob store.

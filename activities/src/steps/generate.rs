@@ -1,25 +1,26 @@
-//! generate: the version's spec, from (in order) a previous attempt, the
-//! version row the API filled from a valid preview, the preview itself while
-//! it is valid, or the generator when the preview expired.
+//! generate: the version's spec, from the version row (the API stores the
+//! reviewed preview's spec there; a previous attempt may have too), else from
+//! the preview row itself. Never a new generation: what is built is what the
+//! user reviewed, and what its credentials were checked against.
 
 use bmm_db::models::Preview;
-use bmm_db::schema::{builds, previews, server_versions, servers};
-use bmm_generator::{GenerateError, GenerateRequest};
+use bmm_db::schema::{builds, previews, server_versions};
+use bmm_generator::GenerateError;
 use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::{load_version, spec_digest_of};
-use crate::build::BuildActivities;
 use crate::error::{StepError, kind};
 use crate::model::{BuildInput, SpecRef};
 use crate::report::Reporter;
 
-pub async fn run(acts: &BuildActivities, r: Reporter, b: &BuildInput) -> Result<SpecRef, StepError> {
+pub async fn run(r: Reporter, b: &BuildInput) -> Result<SpecRef, StepError> {
     let mut conn = r.conn().await?;
     let version = load_version(&mut conn, b).await?;
 
-    // A previous attempt (or the API, from a valid preview) already stored the spec.
+    // The API stored the reviewed spec (or a previous attempt did; a rollback
+    // or redeploy builds a version's spec again).
     if let Some(json) = version.spec.clone() {
         let spec: bmm_spec::ToolSpec = serde_json::from_value(json)
             .map_err(|e| StepError::rejected(kind::INVALID_SPEC, format!("the stored spec is not a tool spec: {e}")))?;
@@ -35,7 +36,7 @@ pub async fn run(acts: &BuildActivities, r: Reporter, b: &BuildInput) -> Result<
                 .await?;
         }
         drop(conn);
-        r.log(&format!("spec from the preview (generator: {})", version.generator)).await?;
+        r.log(&format!("spec of version {} (generator: {})", b.version, version.generator)).await?;
         record_generator(&r, b, &version.generator, None).await?;
         r.succeeded(&format!("spec ready: {} tool(s)", spec.tools.len()), Some(spec_summary(&spec, &digest))).await?;
         return Ok(SpecRef { spec_digest: digest });
@@ -58,35 +59,15 @@ pub async fn run(acts: &BuildActivities, r: Reporter, b: &BuildInput) -> Result<
         ));
     };
 
-    let (spec, generator, usage) = if preview.expires_at > Utc::now() {
-        let spec: bmm_spec::ToolSpec = serde_json::from_value(preview.spec.clone()).map_err(|e| {
-            StepError::rejected(kind::INVALID_SPEC, format!("the preview's spec is not a tool spec: {e}"))
-        })?;
-        r.log(&format!("spec from the preview (generator: {})", preview.generator)).await?;
-        (spec, preview.generator.clone(), preview.usage.clone())
-    } else {
-        r.warning("preview expired: regenerated").await?;
-        // An iteration preview changes the server's current spec.
-        let base = match &preview.instruction {
-            Some(_) => current_spec(&mut conn, b).await?,
-            None => None,
-        };
-        drop(conn);
-        r.log(&format!("generator: {}", generator_label(acts))).await?;
-        let req = GenerateRequest {
-            description: preview.description.clone(),
-            openapi: preview.openapi.clone(),
-            base,
-            instruction: preview.instruction.clone(),
-            repair: None,
-        };
-        let generated = acts.generator.generate(&req).await.map_err(generate_error)?;
-        for w in &generated.warnings {
-            r.warning(w).await?;
-        }
-        let usage = generated.usage.map(|u| serde_json::to_value(u).expect("usage serialises"));
-        (generated.spec, generated.generator, usage)
-    };
+    drop(conn);
+    // The spec the user reviewed, however old the preview: never a
+    // regenerated one (a model could answer with other tools, and the
+    // credentials were checked against this one).
+    let spec: bmm_spec::ToolSpec = serde_json::from_value(preview.spec.clone())
+        .map_err(|e| StepError::rejected(kind::INVALID_SPEC, format!("the preview's spec is not a tool spec: {e}")))?;
+    let age = if preview.expires_at > Utc::now() { "" } else { ", past its cache time" };
+    r.log(&format!("spec from the preview (generator: {}{age})", preview.generator)).await?;
+    let (generator, usage) = (preview.generator.clone(), preview.usage.clone());
     let code_problems = validate(&spec)?;
     if code_problems > 0 {
         r.log(&format!("the handler code breaks {code_problems} rule(s); the check step shows where")).await?;
@@ -95,15 +76,6 @@ pub async fn run(acts: &BuildActivities, r: Reporter, b: &BuildInput) -> Result<
     record_generator(&r, b, &generator, usage).await?;
     r.succeeded(&format!("spec ready: {} tool(s)", spec.tools.len()), Some(spec_summary(&spec, &digest))).await?;
     Ok(SpecRef { spec_digest: digest })
-}
-
-/// What the build log says about the configured generator, e.g. "offline (no ANTHROPIC_API_KEY)".
-pub(crate) fn generator_label(acts: &BuildActivities) -> String {
-    let name = acts.generator.name();
-    match &acts.cfg.generator {
-        bmm_core::config::GeneratorConfig::Offline => format!("{name} (no ANTHROPIC_API_KEY)"),
-        _ => name,
-    }
 }
 
 /// Refuse a spec that does not validate, naming every field at fault.
@@ -172,21 +144,6 @@ async fn record_generator(
         .execute(&mut conn)
         .await?;
     Ok(())
-}
-
-async fn current_spec(
-    conn: &mut diesel_async::AsyncPgConnection,
-    b: &BuildInput,
-) -> Result<Option<bmm_spec::ToolSpec>, StepError> {
-    let spec: Option<Option<serde_json::Value>> = servers::table
-        .inner_join(server_versions::table.on(servers::current_version_id.eq(server_versions::id.nullable())))
-        .filter(servers::id.eq(b.server_id))
-        .filter(servers::org_id.eq(b.org_id))
-        .select(server_versions::spec)
-        .first(conn)
-        .await
-        .optional()?;
-    Ok(spec.flatten().and_then(|v| serde_json::from_value(v).ok()))
 }
 
 fn spec_summary(spec: &bmm_spec::ToolSpec, digest: &str) -> serde_json::Value {

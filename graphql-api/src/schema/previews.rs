@@ -17,9 +17,10 @@ use crate::ports::{GenerateFailure, GenerateInput, SpecDiff};
 use crate::schema::servers::{current_spec, load_server};
 use crate::schema::types::{Credential, Tool, credentials_of, tools_of};
 
-/// How long a preview's spec is reused by `createServer`.
+/// The preview's cache time, shown as `expiresAt`.
 pub const PREVIEW_TTL: Duration = Duration::minutes(5);
-/// Expired previews are kept this long (a build from an expired preview regenerates from it).
+/// Expired previews are kept this long; until then `createServer` still
+/// builds exactly their spec (never a regenerated one).
 const PREVIEW_RETENTION: Duration = Duration::days(1);
 pub use bmm_generator::{MAX_DESCRIPTION_CHARS, MAX_INSTRUCTION_CHARS, MAX_OPENAPI_BYTES};
 
@@ -39,7 +40,9 @@ pub struct IterateServerInput {
     pub instruction: String,
 }
 
-/// A generated spec, cached for `createServer` until `expiresAt`.
+/// A generated spec for `createServer`. The build uses exactly this spec,
+/// also after `expiresAt` (its cache time), until the preview is removed a
+/// day later.
 #[derive(SimpleObject)]
 pub struct Preview {
     pub id: ID,

@@ -551,9 +551,9 @@ pub struct ServerMutation;
 
 #[Object]
 impl ServerMutation {
-    /// Create a server from a preview and start its first build. The spec is
-    /// the preview's if it has not expired; otherwise the build regenerates
-    /// it (and says so in a warning event).
+    /// Create a server from a preview and start its first build. The build
+    /// uses exactly the preview's spec (the one reviewed), also after the
+    /// preview's `expiresAt`; a preview is kept for a day.
     async fn create_server(&self, ctx: &Context<'_>, input: CreateServerInput) -> Result<ServerBuild> {
         let p = principal(ctx)?;
         let preview_id = parse_id("input.previewId", &input.preview_id)?;
@@ -584,8 +584,9 @@ impl ServerMutation {
             preview_id: Some(preview_id),
             generator: Some(preview.generator.clone()),
         };
-        let spec_json = fresh.then(|| preview.spec.clone());
-        let spec_digest = fresh.then(|| bmm_core::digest::sha256(spec.canonical_json().as_bytes()));
+        // The spec the user reviewed, however old the preview (never regenerated).
+        let spec_json = Some(preview.spec.clone());
+        let spec_digest = Some(bmm_core::digest::sha256(spec.canonical_json().as_bytes()));
         let (org_id, user_id) = (p.org_id, p.user_id);
         let description = spec.description.clone();
         let creds = &input.credentials;
@@ -687,8 +688,9 @@ impl ServerMutation {
         };
         check_credentials(&spec, &input.credentials, &existing, "input.credentials")?;
         let fresh = preview.expires_at > Utc::now();
-        let spec_json = fresh.then(|| preview.spec.clone());
-        let spec_digest = fresh.then(|| bmm_core::digest::sha256(spec.canonical_json().as_bytes()));
+        // The spec the user reviewed, however old the preview (never regenerated).
+        let spec_json = Some(preview.spec.clone());
+        let spec_digest = Some(bmm_core::digest::sha256(spec.canonical_json().as_bytes()));
         let (org_id, user_id) = (p.org_id, p.user_id);
         let creds = &input.credentials;
         let sb = &st.cfg.secret_box;

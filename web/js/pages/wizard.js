@@ -23,8 +23,8 @@ export function stepsIndicator(active) {
 
 export async function render(main, ctx, _params, query) {
   const state = load();
-  // A preview is kept by the API for a few minutes; an older one is built
-  // anyway (the API regenerates and says so in the log).
+  // A preview's cache time is a few minutes; an older one is still built
+  // exactly as reviewed (the API keeps its spec for a day).
   if (query.get('step') === 'review' && state.preview) renderReview(main, ctx, state);
   else renderDescribe(main, ctx, state);
 }

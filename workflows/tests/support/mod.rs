@@ -137,6 +137,17 @@ impl Env {
                 .unwrap();
         }
         let org_id = if seed.server_id.is_some() { seed.org_id.expect("org of the server") } else { org_id };
+        // The preview's spec: the seed's, else what `previewServer` would have
+        // shown for the description (the offline generator).
+        let spec = match seed.spec.clone() {
+            Some(spec) => spec,
+            None => {
+                let generator = bmm_generator::from_config(&bmm_core::config::GeneratorConfig::Offline);
+                let req =
+                    bmm_generator::GenerateRequest { description: seed.description.clone(), ..Default::default() };
+                serde_json::to_value(generator.generate(&req).await.expect("offline preview").spec).unwrap()
+            }
+        };
         let preview_id = Uuid::new_v4();
         let expires = if seed.preview_expired {
             chrono::Utc::now() - chrono::Duration::minutes(5)
@@ -151,7 +162,7 @@ impl Env {
         .bind::<SqlUuid, _>(org_id)
         .bind::<SqlUuid, _>(server_id)
         .bind::<Text, _>(&seed.description)
-        .bind::<Jsonb, _>(seed.spec.clone().unwrap_or_else(|| serde_json::json!({})))
+        .bind::<Jsonb, _>(&spec)
         .bind::<Timestamptz, _>(expires)
         .execute(&mut conn)
         .await
@@ -165,7 +176,7 @@ impl Env {
         .bind::<SqlUuid, _>(version_id)
         .bind::<SqlUuid, _>(org_id)
         .bind::<SqlUuid, _>(server_id)
-        .bind::<Nullable<Jsonb>, _>(if seed.preview_expired { None } else { seed.spec.clone() })
+        .bind::<Nullable<Jsonb>, _>(if seed.preview_expired { None } else { Some(&spec) })
         .get_result::<VersionRow>(&mut conn)
         .await
         .unwrap()
@@ -247,8 +258,12 @@ fn config_from(env: &BTreeMap<String, String>) -> Config {
 #[derive(Default, Clone)]
 pub struct Seed {
     pub description: String,
-    /// The preview's spec (and the version's, unless the preview expired).
+    /// The preview's spec (and the version's, unless `preview_expired`);
+    /// by default the offline generator's for the description.
     pub spec: Option<serde_json::Value>,
+    /// The preview's cache time passed and the version has no spec (as the
+    /// API left versions before it stored the reviewed spec): the build
+    /// takes the preview's.
     pub preview_expired: bool,
     /// Build a new version of an existing server (with its org).
     pub server_id: Option<Uuid>,
