@@ -1,6 +1,6 @@
 //! The data model: diesel schema, row types, the connection pool, embedded
-//! migrations, the build-event log (with NOTIFY), the audit log, and isolated
-//! test databases.
+//! migrations, the build-event log and the server-event log (both with
+//! NOTIFY), servers' health, the audit log, and isolated test databases.
 //!
 //! Every org-owned table carries `org_id`, and every query on one here takes
 //! the caller's org: no function reads another org's rows. This crate knows
@@ -12,6 +12,7 @@ pub mod migrate;
 pub mod models;
 pub mod pool;
 pub mod schema;
+pub mod server_events;
 pub mod testing;
 
 pub use pool::{Conn, DbError, Pool, connect};

@@ -38,6 +38,9 @@ pub struct Server {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
+    /// Why the server is DEGRADED or DOWN (none while it is fine).
+    pub status_reason: Option<String>,
+    pub status_changed_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
@@ -77,6 +80,18 @@ pub struct Build {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, Deserialize, PartialEq)]
+#[diesel(table_name = server_events)]
+pub struct ServerEvent {
+    pub id: i64,
+    pub org_id: Uuid,
+    pub server_id: Uuid,
+    pub kind: String,
+    pub message: String,
+    pub data: Option<serde_json::Value>,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize, Deserialize, PartialEq)]

@@ -81,6 +81,20 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
+        status_reason -> Nullable<Text>,
+        status_changed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    server_events (id) {
+        id -> Int8,
+        org_id -> Uuid,
+        server_id -> Uuid,
+        kind -> Text,
+        message -> Text,
+        data -> Nullable<Jsonb>,
+        at -> Timestamptz,
     }
 }
 
@@ -291,8 +305,10 @@ diesel::joinable!(builds -> server_versions (version_id));
 diesel::joinable!(build_events -> builds (build_id));
 diesel::joinable!(deployments -> servers (server_id));
 diesel::joinable!(secrets -> servers (server_id));
+diesel::joinable!(server_events -> servers (server_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    server_events,
     users,
     orgs,
     memberships,

@@ -174,3 +174,88 @@ async fn audit_entries_are_org_scoped_and_filtered() {
     let page = crate::audit::list(&mut c, org, None, Some(all[0].id), 10).await.unwrap();
     assert_eq!(page.len(), 2);
 }
+
+#[tokio::test]
+async fn server_health_changes_are_recorded_once_and_only_for_live_servers() {
+    use crate::server_events::{self, Health, NewServerEvent, ServerEventKind};
+    use futures::StreamExt;
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let mut c = pool.get().await.unwrap();
+    let (org, _build) = seed_build(&mut c).await;
+    let server: Uuid = crate::schema::servers::table
+        .filter(crate::schema::servers::org_id.eq(org))
+        .select(crate::schema::servers::id)
+        .first(&mut c)
+        .await
+        .unwrap();
+
+    // Listen first: every event is announced when it commits.
+    let (client, mut conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+    let (tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(Ok(m)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send(n.payload().to_owned());
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {}", server_events::SERVER_EVENTS_CHANNEL)).await.unwrap();
+
+    // A server still building is not the reconciler's to describe.
+    assert_eq!(server_events::set_health(&mut c, server, Health::Down, Some("x")).await.unwrap(), None);
+    diesel::update(crate::schema::servers::table.find(server))
+        .set(crate::schema::servers::status.eq("LIVE"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let reason = "its container is gone; redeploying";
+    assert_eq!(
+        server_events::set_health(&mut c, server, Health::Degraded, Some(reason)).await.unwrap(),
+        Some(Health::Live)
+    );
+    // The same status and reason again changes nothing and records nothing.
+    assert_eq!(server_events::set_health(&mut c, server, Health::Degraded, Some(reason)).await.unwrap(), None);
+    assert_eq!(
+        server_events::set_health(&mut c, server, Health::Live, Some("ignored")).await.unwrap(),
+        Some(Health::Degraded)
+    );
+    let (status, why): (String, Option<String>) = crate::schema::servers::table
+        .find(server)
+        .select((crate::schema::servers::status, crate::schema::servers::status_reason))
+        .first(&mut c)
+        .await
+        .unwrap();
+    assert_eq!((status.as_str(), why), ("LIVE", None), "LIVE carries no reason");
+
+    server_events::append(
+        &mut c,
+        NewServerEvent { server_id: server, kind: ServerEventKind::Restarted, message: "started again", data: None },
+    )
+    .await
+    .unwrap();
+    let all = server_events::list_after(&mut c, org, server, 0, 100).await.unwrap();
+    let kinds: Vec<&str> = all.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["STATUS_CHANGED", "STATUS_CHANGED", "RESTARTED"]);
+    assert_eq!(all[0].message, format!("LIVE → DEGRADED: {reason}"));
+    assert_eq!(all[0].data.as_ref().unwrap()["to"], "DEGRADED");
+    let newest = server_events::latest(&mut c, org, server, 1).await.unwrap();
+    assert_eq!(newest[0].id, all[2].id);
+    assert_eq!(server_events::list_after(&mut c, org, server, all[0].id, 100).await.unwrap().len(), 2);
+    // Another org sees nothing; an event for a server that does not exist is not written.
+    assert!(server_events::list_after(&mut c, Uuid::new_v4(), server, 0, 100).await.unwrap().is_empty());
+    let missing = server_events::append(
+        &mut c,
+        NewServerEvent { server_id: Uuid::new_v4(), kind: ServerEventKind::Restarted, message: "m", data: None },
+    )
+    .await;
+    assert!(matches!(missing, Err(diesel::result::Error::NotFound)), "{missing:?}");
+
+    for e in &all {
+        let note = tokio::time::timeout(std::time::Duration::from_secs(5), notes.recv()).await.unwrap().unwrap();
+        let note: serde_json::Value = serde_json::from_str(&note).unwrap();
+        assert_eq!(note["id"], e.id, "{note}");
+        assert_eq!(note["server_id"], server.to_string());
+    }
+}

@@ -313,6 +313,9 @@ pub async fn cut_over(
                 .set((
                     servers::current_version_id.eq(new.version_id),
                     servers::status.eq("LIVE"),
+                    // A new live version starts healthy: whatever kept the old one down is history.
+                    servers::status_reason.eq(None::<String>),
+                    servers::status_changed_at.eq(diesel::dsl::now),
                     servers::updated_at.eq(diesel::dsl::now),
                 ))
                 .execute(conn)

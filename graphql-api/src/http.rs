@@ -325,6 +325,22 @@ async fn render_metrics(st: &AppState) -> Result<String, String> {
         builds.with_label_values(&[r.status.as_str()]).set(r.n);
     }
     reg.register(Box::new(builds)).map_err(e)?;
+    // Servers by status: DEGRADED / DOWN are live versions that do not answer.
+    let servers = IntGaugeVec::new(Opts::new("bmm_servers", "Servers by status"), &["status"]).map_err(e)?;
+    for s in ["BUILDING", "LIVE", "DEGRADED", "DOWN", "FAILED", "STOPPED"] {
+        servers.with_label_values(&[s]).set(0);
+    }
+    let mut conn = st.pool.get().await.map_err(|e| e.to_string())?;
+    let rows: Vec<StatusCount> =
+        diesel::sql_query("SELECT status, count(*) AS n FROM servers WHERE deleted_at IS NULL GROUP BY status")
+            .load(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+    drop(conn);
+    for r in rows {
+        servers.with_label_values(&[r.status.as_str()]).set(r.n);
+    }
+    reg.register(Box::new(servers)).map_err(e)?;
     // Step durations over the last day, from each step's first start to its
     // success (retries included), as a Prometheus summary's _sum and _count.
     let mut conn = st.pool.get().await.map_err(|e| e.to_string())?;

@@ -419,7 +419,12 @@ async fn listen_once(hub: &Weak<HubInner>, url: &str) -> Result<(), tokio_postgr
     });
     let _abort = AbortOnDrop(driver.abort_handle());
     client
-        .batch_execute(&format!("LISTEN \"{}\"; LISTEN \"{}\"", bmm_db::BUILD_EVENTS_CHANNEL, ROUTES_CHANNEL))
+        .batch_execute(&format!(
+            "LISTEN \"{}\"; LISTEN \"{}\"; LISTEN \"{}\"",
+            bmm_db::BUILD_EVENTS_CHANNEL,
+            ROUTES_CHANNEL,
+            bmm_db::server_events::SERVER_EVENTS_CHANNEL
+        ))
         .await?;
     {
         let Some(h) = hub.upgrade() else { return Ok(()) };

@@ -415,3 +415,63 @@ async fn health_readiness_metrics_and_dashboard() {
     let r = app.http.post(app.url("/s/no-such-server/mcp")).body("{}").send().await.unwrap();
     assert!(matches!(r.status().as_u16(), 401 | 404), "gateway answers for /s/…/mcp: {}", r.status());
 }
+
+#[tokio::test]
+async fn degraded_and_down_servers_show_their_reason_events_and_metrics() {
+    use bmm_db::server_events::{Health, NewServerEvent, ServerEventKind, append, set_health};
+    let app = TestApp::start().await;
+    let (key, _, org) = app.user("status@example.com").await;
+    let (key_b, _, _) = app.user("status-b@example.com").await;
+    let (server, _) = app.seed_build(org, "status").await;
+    {
+        let mut conn = app.conn().await;
+        diesel::update(bmm_db::schema::servers::table.find(server))
+            .set(bmm_db::schema::servers::status.eq("LIVE"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        set_health(&mut conn, server, Health::Degraded, Some("its container is gone; redeploying")).await.unwrap();
+        append(
+            &mut conn,
+            NewServerEvent {
+                server_id: server,
+                kind: ServerEventKind::Redeployed,
+                message: "redeployed from its bundle",
+                data: Some(json!({ "port": 1234 })),
+            },
+        )
+        .await
+        .unwrap();
+        set_health(&mut conn, server, Health::Down, Some("Docker is unreachable")).await.unwrap();
+    }
+    let q = "query($id: ID!) { server(id: $id) { status statusReason statusChangedAt events(limit: 2) { id kind message data at } } }";
+    let (_, body) = app.gql(Some(&key), q, json!({ "id": server })).await;
+    let s = &body["data"]["server"];
+    assert_eq!(s["status"], "DOWN", "{body}");
+    assert_eq!(s["statusReason"], "Docker is unreachable");
+    assert!(s["statusChangedAt"].is_string());
+    let events = s["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{body}");
+    assert_eq!(events[0]["kind"], "STATUS_CHANGED");
+    assert_eq!(events[0]["message"], "DEGRADED → DOWN: Docker is unreachable");
+    assert_eq!(events[1]["kind"], "REDEPLOYED");
+    assert_eq!(events[1]["data"]["port"], 1234);
+
+    let (_, body) = app
+        .gql(Some(&key), "query($id: ID!) { server(id: $id) { events(limit: 0) { id } } }", json!({ "id": server }))
+        .await;
+    assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
+    // Another org sees neither the server nor its events.
+    let (_, body) = app.gql(Some(&key_b), q, json!({ "id": server })).await;
+    assert_eq!(code(&body), Some("NOT_FOUND"), "{body}");
+
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("bmm_servers{status=\"DOWN\"} 1"), "{text}");
+    assert!(text.contains("bmm_servers{status=\"DEGRADED\"} 0"), "{text}");
+
+    // Back to LIVE: the reason goes.
+    set_health(&mut *app.conn().await, server, Health::Live, None).await.unwrap();
+    let (_, body) = app.gql(Some(&key), q, json!({ "id": server })).await;
+    assert_eq!(body["data"]["server"]["status"], "LIVE", "{body}");
+    assert!(body["data"]["server"]["statusReason"].is_null(), "{body}");
+}

@@ -14,10 +14,14 @@ const TOOL_FIELDS = 'name title description inputSchema annotations { readOnlyHi
 
 export const SERVER = `query Server($id: ID!) {
   server(id: $id) {
-    id slug name description status url createdAt updatedAt
+    id slug name description status statusReason url createdAt updatedAt
     currentVersion
     tools { ${TOOL_FIELDS} }
   }
+}`;
+
+export const SERVER_EVENTS = `query ServerEvents($id: ID!, $limit: Int) {
+  server(id: $id) { id events(limit: $limit) { id kind message at } }
 }`;
 
 export const SERVER_BRIEF = `query ServerBrief($id: ID!) {
@@ -64,7 +68,7 @@ export const SERVER_LOGS_SUB = `subscription ServerLogs($serverId: ID!, $tail: I
 }`;
 
 export const SERVER_STATUS_SUB = `subscription ServerStatus($serverId: ID!) {
-  serverStatus(serverId: $serverId) { serverId status currentVersion latestBuildId latestBuildStatus latestBuildStep }
+  serverStatus(serverId: $serverId) { serverId status statusReason currentVersion latestBuildId latestBuildStatus latestBuildStep }
 }`;
 
 export const PREVIEW_SERVER = `mutation PreviewServer($input: PreviewServerInput!) {

@@ -82,7 +82,7 @@ const STATUS_CLASS = {
   LIVE: 'ok', SUCCEEDED: 'ok', READY: 'ok', ACTIVE: 'ok', OK: 'ok',
   FAILED: 'bad', CANCELLED: 'idle', DELETED: 'idle', STOPPED: 'idle', REVOKED: 'idle', DRAINING: 'idle',
   BUILDING: 'busy', RUNNING: 'busy', QUEUED: 'busy', STARTING: 'busy',
-  RETRYING: 'warn', PENDING: 'idle',
+  RETRYING: 'warn', PENDING: 'idle', DEGRADED: 'warn', DOWN: 'bad',
 };
 export function badge(status) {
   const s = String(status || 'UNKNOWN').toUpperCase();

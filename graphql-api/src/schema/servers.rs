@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
+use async_graphql::{Context, ID, InputObject, Json, Object, Result, SimpleObject};
 use bmm_core::crypto::SecretBox;
 use bmm_db::models::{
     Build as BuildRow, Deployment as DeploymentRow, Server as ServerRow, ServerVersion as VersionRow,
@@ -28,6 +28,26 @@ pub const MAX_NAME_CHARS: usize = 100;
 pub const MAX_SECRET_BYTES: usize = 8 * 1024;
 
 // ---------------------------------------------------------------- types
+
+/// Something that happened to a running server: a status change, a restart or
+/// redeploy by the reconciler, a changed endpoint, refused egress.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ServerEvent {
+    /// Increasing per platform; page with `after`.
+    pub id: ID,
+    /// `STATUS_CHANGED`, `RESTARTED`, `REDEPLOYED`, `ENDPOINT_CHANGED`,
+    /// `ORPHAN_REMOVED`, `RECONCILE_FAILED` or `EGRESS_REFUSED`.
+    pub kind: String,
+    pub message: String,
+    pub at: DateTime<Utc>,
+    pub data: Option<Json<serde_json::Value>>,
+}
+
+impl From<bmm_db::models::ServerEvent> for ServerEvent {
+    fn from(e: bmm_db::models::ServerEvent) -> Self {
+        ServerEvent { id: ID(e.id.to_string()), kind: e.kind, message: e.message, at: e.at, data: e.data.map(Json) }
+    }
+}
 
 pub struct Server(pub ServerRow);
 
@@ -148,6 +168,27 @@ impl Server {
     }
     async fn status(&self) -> ServerStatus {
         ServerStatus::from_db(&self.0.status)
+    }
+    /// Why the server is `DEGRADED` or `DOWN`; null otherwise.
+    async fn status_reason(&self) -> Option<&str> {
+        self.0.status_reason.as_deref()
+    }
+    /// When the status last changed between `LIVE`, `DEGRADED` and `DOWN` (or went live).
+    async fn status_changed_at(&self) -> Option<DateTime<Utc>> {
+        self.0.status_changed_at
+    }
+    /// What happened to the running server, newest first (at most `limit`, default 50, up to 200).
+    #[graphql(complexity = "limit.unwrap_or(50).clamp(1, 200) as usize * child_complexity")]
+    async fn events(&self, ctx: &Context<'_>, limit: Option<i32>) -> Result<Vec<ServerEvent>> {
+        let limit = limit.unwrap_or(50);
+        if !(1..=200).contains(&limit) {
+            return Err(ApiError::bad_input("limit", "must be between 1 and 200").into());
+        }
+        let mut conn = state(ctx).pool.get().await.map_err(ApiError::from)?;
+        let rows = bmm_db::server_events::latest(&mut conn, self.0.org_id, self.0.id, i64::from(limit))
+            .await
+            .map_err(ApiError::from)?;
+        Ok(rows.into_iter().map(ServerEvent::from).collect())
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
@@ -925,6 +966,8 @@ impl ServerMutation {
 pub struct ServerStatusUpdate {
     pub server_id: ID,
     pub status: ServerStatus,
+    /// Why the server is `DEGRADED` or `DOWN`.
+    pub status_reason: Option<String>,
     pub current_version: Option<i32>,
     pub latest_build_id: Option<ID>,
     pub latest_build_status: Option<crate::schema::types::BuildStatus>,
@@ -937,14 +980,14 @@ async fn status_snapshot(
     sid: Uuid,
 ) -> ApiResult<Option<ServerStatusUpdate>> {
     let mut conn = st.pool.get().await?;
-    let row: Option<(String, Option<Uuid>)> = servers::table
+    let row: Option<(String, Option<String>, Option<Uuid>)> = servers::table
         .filter(servers::id.eq(sid))
         .filter(servers::org_id.eq(org_id))
-        .select((servers::status, servers::current_version_id))
+        .select((servers::status, servers::status_reason, servers::current_version_id))
         .first(&mut conn)
         .await
         .optional()?;
-    let Some((status, current)) = row else { return Ok(None) };
+    let Some((status, status_reason, current)) = row else { return Ok(None) };
     let current_version = match current {
         Some(v) => server_versions::table
             .filter(server_versions::id.eq(v))
@@ -965,6 +1008,7 @@ async fn status_snapshot(
     Ok(Some(ServerStatusUpdate {
         server_id: ID(sid.to_string()),
         status: ServerStatus::from_db(&status),
+        status_reason,
         current_version,
         latest_build_id: latest.as_ref().map(|l| ID(l.0.to_string())),
         latest_build_status: latest.as_ref().map(|l| crate::schema::types::BuildStatus::from_db(&l.1)),

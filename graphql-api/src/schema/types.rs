@@ -111,6 +111,10 @@ pub enum ServerStatus {
     Failed,
     Stopped,
     Deleted,
+    /// Its live version stopped answering and is being restored (see `statusReason`).
+    Degraded,
+    /// Its live version is not answering and could not be restored yet (see `statusReason`).
+    Down,
 }
 
 impl ServerStatus {
@@ -120,6 +124,8 @@ impl ServerStatus {
             "FAILED" => ServerStatus::Failed,
             "STOPPED" => ServerStatus::Stopped,
             "DELETED" => ServerStatus::Deleted,
+            "DEGRADED" => ServerStatus::Degraded,
+            "DOWN" => ServerStatus::Down,
             _ => ServerStatus::Building,
         }
     }

@@ -39,7 +39,9 @@ export async function render(main, ctx, [serverId, tab = '']) {
   const tabLabel = TABS.find(([k]) => k === tab)?.[1] || 'Overview';
   document.title = `${title} — ${tabLabel} · BuildMyMCP`;
 
-  const statusEl = h('span', { id: 'server-status', role: 'status' }, badge(server.status));
+  // DEGRADED / DOWN say why (the reconciler is restoring it, or could not).
+  const statusView = (status, reason) => [badge(status), reason ? [' ', h('span', { class: 'hint', id: 'server-status-reason' }, reason)] : null];
+  const statusEl = h('span', { id: 'server-status', role: 'status' }, statusView(server.status, server.statusReason));
   const latestEl = h('dd', { id: 'latest-build' }, '—');
   const summary = h('div', { class: 'card' }, h('dl', { class: 'facts' },
     h('dt', {}, 'Status'), h('dd', {}, statusEl),
@@ -58,7 +60,7 @@ export async function render(main, ctx, [serverId, tab = '']) {
     next: (d) => {
       const s = d.serverStatus;
       if (!s) return;
-      replace(statusEl, badge(s.status));
+      replace(statusEl, statusView(s.status, s.statusReason));
       if (s.latestBuildId) {
         replace(latestEl, h('a', { href: `#/builds/${encodeURIComponent(s.latestBuildId)}` }, 'build ', h('code', {}, shortId(s.latestBuildId))),
           ' ', badge(s.latestBuildStatus),
@@ -77,10 +79,21 @@ export async function render(main, ctx, [serverId, tab = '']) {
 
 async function overview(el, ctx, server) {
   const snippets = h('div', {}, loading('Loading the install snippets…'));
+  const events = h('div', {}, loading('Loading the runtime events…'));
   replace(el,
     h('section', { class: 'card', 'aria-labelledby': 'install-h' }, h('h2', { id: 'install-h' }, 'Connect a client'), snippets),
     h('section', { class: 'card', 'aria-labelledby': 'tools-h', id: 'server-tools' },
-      h('h2', { id: 'tools-h' }, `Tools (${(server.tools || []).length})`), toolList(server.tools)));
+      h('h2', { id: 'tools-h' }, `Tools (${(server.tools || []).length})`), toolList(server.tools)),
+    h('section', { class: 'card', 'aria-labelledby': 'events-h', id: 'server-events' },
+      h('h2', { id: 'events-h' }, 'Runtime events'), events));
+  gql(Q.SERVER_EVENTS, { id: server.id, limit: 20 }).then((d) => {
+    if (!ctx.alive) return;
+    const list = d.server?.events || [];
+    replace(events, list.length
+      ? h('ol', { class: 'log', 'aria-label': 'Runtime events, newest first' }, list.map((e) =>
+        h('li', { dataset: { kind: e.kind } }, timeEl(e.at), ' ', h('code', {}, e.kind), ' ', e.message)))
+      : empty('Nothing has happened to the running server yet.'));
+  }).catch((e) => { if (ctx.alive) replace(events, errorBox(e, 'Could not load the runtime events')); });
   try {
     const inst = await loadSnippets(server);
     if (ctx.alive) replace(snippets, h('p', {}, 'Add this server to your MCP client; the client signs in with OAuth the first time it connects.'), installSnippets(inst.snippets, 'h3'));
