@@ -1,12 +1,13 @@
 //! Identity and the OAuth 2.1 authorization server: magic-link sign-in,
 //! sessions, orgs, API keys, RS256 signing keys with rotation and the JWKS,
-//! access-token minting and verification, the connection trace, and install
-//! snippets.
+//! access-token minting and verification, the connection trace, connected
+//! apps (grants and their revocation), and install snippets.
 //!
 //! This crate knows nothing of GraphQL; it must not touch servers' builds or
 //! deployments (it only reads `servers` to check an OAuth `resource`).
 
 pub mod error;
+pub mod grants;
 pub mod identity;
 pub mod keys;
 pub mod magic;

@@ -24,6 +24,13 @@ button.secondary { background: #fff; color: var(--accent); }
 code { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 0.9em; word-break: break-all; background: #eeeeea; padding: 0.1rem 0.3rem; border-radius: 4px; }
 dl { margin: 1rem 0; } dt { font-weight: 600; margin-top: 0.75rem; } dd { margin: 0.2rem 0 0; word-break: break-word; }
 a { color: var(--accent); }
+.return-to { font-size: 1.15rem; border-left: 4px solid var(--accent); padding: 0.5rem 0.75rem; background: #eef3fc; }
+.warning { border-left: 4px solid #b35c00; padding: 0.5rem 0.75rem; background: #fff4e5; }
+.badge { font-size: 0.8rem; font-weight: 600; border: 1px solid #b35c00; color: #7a3e00; border-radius: 4px; padding: 0 0.3rem; }
+/* Keyjacking: Allow cannot be clicked or focused in the first moment the page
+   shows, so a keypress or click meant for another window cannot approve. */
+.arm-later { animation: bmm-arm 0s linear 1s both; }
+@keyframes bmm-arm { from { visibility: hidden; } to { visibility: visible; } }
 @media (max-width: 30rem) { body { padding: 0.5rem; } main { padding: 1rem; border-radius: 0; } }
 "#;
 

@@ -475,3 +475,97 @@ async fn degraded_and_down_servers_show_their_reason_events_and_metrics() {
     assert_eq!(body["data"]["server"]["status"], "LIVE", "{body}");
     assert!(body["data"]["server"]["statusReason"].is_null(), "{body}");
 }
+
+/// Connected apps: each OAuth grant (client, server, scopes, last use) is
+/// listed, and revoking one ends its refresh family at the token endpoint.
+#[tokio::test]
+async fn connected_apps_list_grants_and_revoke_their_refresh_family() {
+    use bmm_db::schema::oauth_refresh_tokens as rt;
+    let app = TestApp::start().await;
+    let (key, user, org) = app.user("apps@example.com").await;
+    let (other_key, _, _) = app.user("apps-other@example.com").await;
+    let (server, _) = app.seed_build(org, "apps").await;
+    let reg: Value = app
+        .http
+        .post(app.url("/oauth/register"))
+        .json(&json!({
+            "client_name": "Claude",
+            "redirect_uris": ["http://127.0.0.1:9/cb"],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "token_endpoint_auth_method": "none"
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client = reg["client_id"].as_str().unwrap().to_owned();
+    let family = uuid::Uuid::now_v7();
+    let refresh = "test-refresh-token-of-the-connected-app";
+    let resource = app.state.cfg.server_url("apps");
+    let mut conn = app.conn().await;
+    diesel::insert_into(rt::table)
+        .values((
+            rt::token_hash.eq(bmm_core::crypto::hash_token(refresh)),
+            rt::family_id.eq(family),
+            rt::client_id.eq(&client),
+            rt::user_id.eq(user),
+            rt::org_id.eq(org),
+            rt::resource.eq(&resource),
+            rt::scope.eq("mcp offline_access"),
+            rt::expires_at.eq(chrono::Utc::now() + chrono::Duration::days(1)),
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let refresh_at_token_endpoint = |token: String| {
+        let http = app.http.clone();
+        let (url, client) = (app.url("/oauth/token"), client.clone());
+        async move {
+            let resp = http
+                .post(url)
+                .form(&[("grant_type", "refresh_token"), ("refresh_token", token.as_str()), ("client_id", &client)])
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    // The app uses its grant once: it rotates, and the grant shows the use.
+    let (status, tok) = refresh_at_token_endpoint(refresh.to_owned()).await;
+    assert_eq!(status, 200, "{tok}");
+    let live = tok["refresh_token"].as_str().unwrap().to_owned();
+
+    const LIST: &str = "{ connectedApps { id clientId clientName verified email resource serverId serverName scopes grantedAt lastUsedAt } }";
+    let (_, body) = app.gql(Some(&key), LIST, json!({})).await;
+    let apps = body["data"]["connectedApps"].as_array().unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(apps.len(), 1, "{body}");
+    let a = &apps[0];
+    assert_eq!(a["id"], family.to_string());
+    assert_eq!((a["clientId"].as_str(), a["clientName"].as_str()), (Some(client.as_str()), Some("Claude")));
+    assert_eq!(a["verified"], false);
+    assert_eq!(a["email"], "apps@example.com");
+    assert_eq!((a["resource"].as_str(), a["serverId"].as_str()), (Some(resource.as_str()), Some(&*server.to_string())));
+    assert_eq!(a["serverName"], "apps");
+    assert_eq!(a["scopes"], json!(["mcp", "offline_access"]));
+    assert!(a["lastUsedAt"].as_str().unwrap() > a["grantedAt"].as_str().unwrap(), "{a}");
+
+    const REVOKE: &str = "mutation($id: ID!) { revokeConnectedApp(id: $id) { id clientId } }";
+    // Another org neither sees nor revokes it.
+    let (_, body) = app.gql(Some(&other_key), LIST, json!({})).await;
+    assert_eq!(body["data"]["connectedApps"], json!([]));
+    let (_, body) = app.gql(Some(&other_key), REVOKE, json!({ "id": family })).await;
+    assert_eq!(code(&body), Some("NOT_FOUND"), "{body}");
+    let (_, body) = app.gql(Some(&key), REVOKE, json!({ "id": "not-an-id" })).await;
+    assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
+
+    let (_, body) = app.gql(Some(&key), REVOKE, json!({ "id": family })).await;
+    assert_eq!(body["data"]["revokeConnectedApp"]["clientId"], client.as_str(), "{body}");
+    let (status, body) = refresh_at_token_endpoint(live).await;
+    assert_eq!(status, 400, "the revoked grant's refresh token no longer works: {body}");
+    assert!(body["error_description"].as_str().unwrap().contains("revoked"), "{body}");
+    let (_, body) = app.gql(Some(&key), LIST, json!({})).await;
+    assert_eq!(body["data"]["connectedApps"], json!([]), "{body}");
+}

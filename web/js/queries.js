@@ -126,6 +126,7 @@ export const SETTINGS = `query Settings {
   org { id name slug plan createdAt members { userId email role joinedAt } }
   apiKeys { id name prefix userId createdAt lastUsedAt revokedAt }
   servers { id status }
+  connectedApps { id clientId clientName verified email resource serverId serverName scopes grantedAt lastUsedAt }
 }`;
 
 export const CREATE_API_KEY = `mutation CreateApiKey($name: String!) {
@@ -134,4 +135,8 @@ export const CREATE_API_KEY = `mutation CreateApiKey($name: String!) {
 
 export const REVOKE_API_KEY = `mutation RevokeApiKey($id: ID!) {
   revokeApiKey(id: $id) { id revokedAt }
+}`;
+
+export const REVOKE_CONNECTED_APP = `mutation RevokeConnectedApp($id: ID!) {
+  revokeConnectedApp(id: $id) { id }
 }`;

@@ -338,25 +338,48 @@ fn consent_page(c: &Checked, server: &ResourceServer, user: &Principal, csrf: &s
             other => format!("<li>{}</li>", esc(other)),
         })
         .collect();
-    let return_host = Url::parse(&c.redirect_uri).ok().map(|u| match u.host_str() {
+    let return_to = Url::parse(&c.redirect_uri).ok().map(|u| match u.host_str() {
+        Some(h) if u.scheme() == "http" || u.scheme() == "https" => h.to_owned(),
         Some(h) => format!("{}://{h}", u.scheme()),
-        None => format!("{}:", u.scheme()),
+        None => format!("the app {}:", u.scheme()),
     });
+    // Every client registered itself: its name is a claim, not a fact. Say
+    // so, and put where the code goes (the one thing a phisher cannot fake)
+    // first. A metadata-document client is at least named by its domain.
+    let vouched_by = if cimd::is_metadata_url(&c.client.client_id) {
+        Url::parse(&c.client.client_id).ok().and_then(|u| u.host_str().map(str::to_owned))
+    } else {
+        None
+    };
+    let unverified = match &vouched_by {
+        Some(host) => format!(
+            "<p class=\"warning\" role=\"note\"><strong>Unverified app.</strong> \
+             {host} describes this app and chose its name; BuildMyMCP has not checked it.</p>",
+            host = esc(host)
+        ),
+        None => "<p class=\"warning\" role=\"note\"><strong>Unverified app.</strong> \
+                 Anyone can register an app under any name; BuildMyMCP has not checked this one. \
+                 Allow only if you just started connecting from this app and you recognise where it returns to.</p>"
+            .to_owned(),
+    };
     let body = format!(
         "<h1>Connect {client} to {server}?</h1>\
-         <dl><dt>App</dt><dd>{client}</dd>\
+         <p class=\"return-to\">Access will be sent to <strong id=\"return-host\">{ret}</strong></p>\
+         {unverified}\
+         <dl><dt>App</dt><dd>{client} <span class=\"badge\">unverified</span></dd>\
          <dt>Server</dt><dd>{server}<br><code>{resource}</code></dd>\
          <dt>Signed in as</dt><dd>{email}</dd>\
-         <dt>Returns to</dt><dd><code>{ret}</code></dd></dl>\
+         <dt>Returns to</dt><dd><code>{redirect}</code></dd></dl>\
          <p>The app will be able to:</p><ul>{scopes}</ul>\
          <form method=\"post\" action=\"/oauth/authorize\">{fields}\
-         <div class=\"actions\"><button type=\"submit\" name=\"decision\" value=\"approve\" autofocus>Allow</button>\
+         <div class=\"actions\"><button type=\"submit\" name=\"decision\" value=\"approve\" class=\"arm-later\">Allow</button>\
          <button type=\"submit\" name=\"decision\" value=\"deny\" class=\"secondary\">Deny</button></div></form>",
         client = esc(c.client.display_name()),
         server = esc(&server.name),
         resource = esc(&c.resource),
         email = esc(&user.email),
-        ret = esc(&return_host.unwrap_or_default()),
+        ret = esc(&return_to.unwrap_or_default()),
+        redirect = esc(&c.redirect_uri),
     );
     page(StatusCode::OK, "Allow access", &body)
 }

@@ -636,6 +636,36 @@ async fn registration_accepts_cursors_mixed_redirect_uris_and_refuses_bad_ones()
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }
 
+/// Consent phishing: a client registered as "Claude" with an attacker's
+/// redirect. The page leads with where access goes, says the app is
+/// unverified, and Allow is neither focused nor usable in the first moment.
+#[tokio::test]
+async fn consent_page_leads_with_the_redirect_host_and_marks_the_app_unverified() {
+    let h = Harness::new().await;
+    let org = h.sign_in("phish@example.com").await;
+    let resource = h.seed_server(org, "s1").await;
+    let (status, reg) = h
+        .register(json!({"client_name": "Claude", "redirect_uris": ["https://claude.evil.example/cb"], "token_endpoint_auth_method": "none"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let params: Vec<(String, String)> = h
+        .authorize_params(reg["client_id"].as_str().unwrap(), &resource)
+        .into_iter()
+        .map(|(k, v)| if k == "redirect_uri" { (k, "https://claude.evil.example/cb".into()) } else { (k, v) })
+        .collect();
+    let resp = h.authorize_get(&params).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let page = resp.text().await.unwrap();
+    let host_at = page.find("id=\"return-host\">claude.evil.example<").expect("the redirect host is shown");
+    let form_at = page.find("<form").unwrap();
+    assert!(host_at < form_at && host_at < page.find("<dl>").unwrap(), "the host comes first: {page}");
+    assert!(page.contains("Unverified app") && page.contains(">unverified<"), "{page}");
+    assert!(!page.contains("autofocus"), "Allow must not be focused: {page}");
+    assert!(page.contains("value=\"approve\" class=\"arm-later\""), "{page}");
+    let css = h.http.get(h.url("/auth/style.css")).send().await.unwrap().text().await.unwrap();
+    assert!(css.contains(".arm-later { animation: bmm-arm 0s linear 1s both; }"), "{css}");
+}
+
 /// Custom-scheme redirects are allowed by rule (reverse-domain, RFC 8252),
 /// not by a deny-list: schemes that launch other handlers are refused.
 #[tokio::test]

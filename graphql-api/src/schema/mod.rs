@@ -10,12 +10,19 @@ use crate::state::AppState;
 pub mod account;
 pub mod audit;
 pub mod builds;
+pub mod connected_apps;
 pub mod previews;
 pub mod servers;
 pub mod types;
 
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(account::AccountQuery, servers::ServerQuery, builds::BuildQuery, audit::AuditQuery);
+pub struct QueryRoot(
+    account::AccountQuery,
+    servers::ServerQuery,
+    builds::BuildQuery,
+    audit::AuditQuery,
+    connected_apps::ConnectedAppsQuery,
+);
 
 #[derive(MergedObject, Default)]
 pub struct MutationRoot(
@@ -23,6 +30,7 @@ pub struct MutationRoot(
     previews::PreviewMutation,
     servers::ServerMutation,
     builds::BuildMutation,
+    connected_apps::ConnectedAppsMutation,
 );
 
 #[derive(MergedSubscription, Default)]

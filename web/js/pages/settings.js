@@ -1,6 +1,6 @@
-// Settings: the org, its members, API keys (create: plaintext shown once; revoke), usage and quotas.
+// Settings: the org, its members, API keys (create: plaintext shown once; revoke), connected apps (revoke), usage and quotas.
 import { gql } from '../graphql.js';
-import { SETTINGS, CREATE_API_KEY, REVOKE_API_KEY } from '../queries.js';
+import { SETTINGS, CREATE_API_KEY, REVOKE_API_KEY, REVOKE_CONNECTED_APP } from '../queries.js';
 import { h, replace, pageHead, loading, errorBox, empty, timeEl, field, busy, copyButton, confirmDialog, uid } from '../ui.js';
 
 export async function render(main, ctx) {
@@ -18,6 +18,7 @@ export async function render(main, ctx) {
   if (!ctx.alive) return;
   const { org } = data;
   const keysSection = h('section', { class: 'card', 'aria-labelledby': 'keys-h', id: 'api-keys' });
+  const appsSection = h('section', { class: 'card', 'aria-labelledby': 'apps-h', id: 'connected-apps' });
   replace(body,
     h('section', { class: 'card', 'aria-labelledby': 'org-h' }, h('h2', { id: 'org-h' }, 'Organization'),
       h('dl', { class: 'facts' },
@@ -28,8 +29,45 @@ export async function render(main, ctx) {
         org.createdAt ? [h('dt', {}, 'Created'), h('dd', {}, timeEl(org.createdAt))] : null)),
     h('section', { class: 'card', 'aria-labelledby': 'usage-h', id: 'usage' }, h('h2', { id: 'usage-h' }, 'Usage and quotas'), usage(org, data.servers || [], data.apiKeys || [])),
     h('section', { class: 'card', 'aria-labelledby': 'members-h' }, h('h2', { id: 'members-h' }, 'Members'), members(org.members)),
-    keysSection);
+    keysSection, appsSection);
   renderKeys(keysSection, ctx, data.apiKeys || []);
+  renderApps(appsSection, data.connectedApps || []);
+}
+
+// Each OAuth grant: the app (its self-chosen name, marked unverified), the
+// server, the scopes and the last use; Revoke ends its refresh tokens.
+function renderApps(section, apps) {
+  const err = h('div');
+  const listEl = h('div');
+  function renderList() {
+    if (!apps.length) { replace(listEl, empty('No apps are connected.')); return; }
+    replace(listEl, h('div', { class: 'table-wrap' }, h('table', { class: 'stack', id: 'connected-apps-table' },
+      h('thead', {}, h('tr', {}, ['App', 'Server', 'Scopes', 'User', 'Last used', ''].map((t) => h('th', { scope: 'col' }, t)))),
+      h('tbody', {}, apps.map((a) => h('tr', { dataset: { grantId: a.id } },
+        h('td', { 'data-label': 'App' }, a.clientName || a.clientId, ' ', a.verified ? null : h('span', { class: 'badge idle' }, 'unverified')),
+        h('td', { 'data-label': 'Server' }, a.serverName || h('code', {}, a.resource)),
+        h('td', { 'data-label': 'Scopes' }, a.scopes.join(' ')),
+        h('td', { 'data-label': 'User' }, a.email),
+        h('td', { 'data-label': 'Last used' }, timeEl(a.lastUsedAt)),
+        h('td', {}, revokeButton(a))))))));
+  }
+  function revokeButton(a) {
+    const name = a.clientName || a.clientId;
+    const b = h('button', { type: 'button', class: 'secondary small' }, 'Revoke', h('span', { class: 'visually-hidden' }, ` ${name}`));
+    b.addEventListener('click', async () => {
+      if (!(await confirmDialog(`Disconnect “${name}”?`, h('p', {}, 'The app can no longer refresh its access; the access it holds ends within minutes.'), 'Revoke', { danger: true }))) return;
+      busy(b, err, async () => {
+        await gql(REVOKE_CONNECTED_APP, { id: a.id });
+        apps.splice(apps.indexOf(a), 1);
+        renderList();
+      });
+    });
+    return b;
+  }
+  replace(section, h('h2', { id: 'apps-h' }, 'Connected apps'),
+    h('p', { class: 'muted' }, 'Apps you allowed to use your servers through OAuth.'),
+    err, listEl);
+  renderList();
 }
 
 function usage(org, servers, keys) {
