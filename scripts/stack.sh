@@ -47,7 +47,9 @@ apt_install() {
 }
 
 deps() {
-  apt_install postgresql docker.io protobuf-compiler chromium chromium-driver ca-certificates curl iproute2 shellcheck
+  # bubblewrap: the build sandbox tsc and esbuild run in (spec/src/toolchain.rs).
+  apt_install postgresql docker.io protobuf-compiler chromium chromium-driver ca-certificates curl iproute2 shellcheck \
+    bubblewrap
   command -v node >/dev/null || apt_install nodejs npm
   local req="$ROOT/e2e/python/requirements.txt" want
   want="$(sha256sum "$req" | cut -c1-64)"

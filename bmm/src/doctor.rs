@@ -105,6 +105,11 @@ async fn toolchain(cfg: &Config) -> Result<String, String> {
     ))
 }
 
+/// tsc and esbuild run only inside bubblewrap; a probe run inside it shows it works here.
+async fn build_sandbox(cfg: &Config) -> Result<String, String> {
+    bmm_spec::Toolchain::new(cfg.toolchain_dir.clone()).check_sandbox().await.map_err(|e| e.to_string())
+}
+
 pub async fn run(cfg: &Config) -> ExitCode {
     let checks = vec![
         Check {
@@ -120,6 +125,11 @@ pub async fn run(cfg: &Config) -> ExitCode {
             fix: "scripts/stack.sh runtime-image",
         },
         Check { name: "node toolchain", result: with_timeout(toolchain(cfg)).await, fix: "scripts/stack.sh toolchain" },
+        Check {
+            name: "build sandbox",
+            result: with_timeout(build_sandbox(cfg)).await,
+            fix: "apt-get install bubblewrap (scripts/stack.sh deps)",
+        },
     ];
     let mut failed = 0;
     for c in &checks {

@@ -2,9 +2,19 @@
 //! by `scripts/stack.sh toolchain`) over a rendered tree on disk:
 //! `tsc --noEmit` (TypeScript 7, the native compiler) and `esbuild`.
 //!
+//! The tree is hostile code: both tools run inside a bubblewrap sandbox
+//! ([`Toolchain::bwrap`]) with an empty environment (`PATH`, `HOME=/tmp`,
+//! `NO_COLOR` only), no network (a network namespace of its own), its own pid
+//! namespace (`/proc` shows only the sandbox), a tmpfs `/tmp`, and a root
+//! filesystem that holds nothing but the tree (read-only, at `/build`), the
+//! toolchain's `node_modules` (read-only, at `/build/node_modules`) and, for
+//! esbuild, an empty output folder (`/out`). There is no fallback: without
+//! bwrap, check and bundle fail with [`ToolchainError::SandboxMissing`].
+//! esbuild's `--metafile` is read back and every input must lie inside the
+//! tree or the toolchain's `node_modules` ([`ToolchainError::OutsideInput`]).
+//!
 //! Processes run in their own process group with a timeout; on timeout the
-//! whole group is killed. Both use the binaries under the toolchain's
-//! `node_modules` directly, so nothing is fetched from the network.
+//! whole group is killed (bwrap's `--die-with-parent` takes the sandbox with it).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -20,6 +30,15 @@ use crate::render::{ENTRY, Rendered};
 
 /// What the toolchain must contain, relative to its directory.
 const NODE_MODULES: &str = "node_modules";
+/// Where the tree is inside the sandbox (the tools' working directory).
+const JAIL_TREE: &str = "/build";
+/// Where esbuild writes the bundle and its metafile inside the sandbox.
+const JAIL_OUT: &str = "/out";
+/// The only environment the tools get.
+const JAIL_PATH: &str = "/usr/bin:/bin";
+/// Read-only system folders, bound only for the node launcher of `tsc`
+/// (the native compiler and esbuild are static binaries that need none).
+const SYSTEM_DIRS: &[&str] = &["/usr", "/lib", "/lib64", "/bin"];
 const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(120);
 const DEFAULT_BUNDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Output beyond this is cut (a runaway compiler must not fill memory).
@@ -54,6 +73,17 @@ pub struct CheckFailure {
 pub enum ToolchainError {
     #[error("the node toolchain is missing at {0} (run scripts/stack.sh toolchain)")]
     Missing(PathBuf),
+    /// No silent fallback: unsandboxed, a handler could read the worker's secrets.
+    #[error(
+        "the build sandbox is missing: {program} cannot be run ({reason}); tsc and esbuild run only inside \
+         bubblewrap (install it with `apt-get install bubblewrap` or scripts/stack.sh deps)"
+    )]
+    SandboxMissing { program: PathBuf, reason: String },
+    /// esbuild read a file outside the tree and the toolchain: the spec's fault, never retried.
+    #[error(
+        "esbuild read {path}, which is outside the rendered tree and the toolchain's node_modules; the bundle is refused"
+    )]
+    OutsideInput { path: String },
     #[error("{tool} did not finish within {seconds} s")]
     Timeout { tool: &'static str, seconds: u64 },
     #[error("could not run {tool}: {source}")]
@@ -87,6 +117,8 @@ pub struct Toolchain {
     pub dir: PathBuf,
     pub check_timeout: Duration,
     pub bundle_timeout: Duration,
+    /// The bubblewrap binary (`bwrap`, looked up on `PATH`).
+    pub bwrap: PathBuf,
 }
 
 /// Write a rendered tree to `dir` (see [`Rendered::write_to`]).
@@ -102,7 +134,12 @@ struct Output {
 
 impl Toolchain {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into(), check_timeout: DEFAULT_CHECK_TIMEOUT, bundle_timeout: DEFAULT_BUNDLE_TIMEOUT }
+        Self {
+            dir: dir.into(),
+            check_timeout: DEFAULT_CHECK_TIMEOUT,
+            bundle_timeout: DEFAULT_BUNDLE_TIMEOUT,
+            bwrap: PathBuf::from("bwrap"),
+        }
     }
 
     /// `$BMM_TOOLCHAIN_DIR`, else `.bmm/toolchain` of the checkout this crate was built from.
@@ -120,7 +157,7 @@ impl Toolchain {
 
     /// The native compiler of TypeScript 7 for this platform, or the package's
     /// node launcher (which spawns the same binary) when it is not found.
-    fn tsc(&self, nm: &Path) -> Result<(PathBuf, Vec<String>), ToolchainError> {
+    fn tsc(&self, nm: &Path) -> Result<Tool, ToolchainError> {
         let os = match std::env::consts::OS {
             "macos" => "darwin",
             other => other,
@@ -130,35 +167,109 @@ impl Toolchain {
             "aarch64" => "arm64",
             other => other,
         };
-        let native = nm.join(format!("@typescript/typescript-{os}-{arch}/lib/tsc"));
-        if native.is_file() {
-            return Ok((native, vec![]));
+        let native = format!("@typescript/typescript-{os}-{arch}/lib/tsc");
+        if nm.join(&native).is_file() {
+            return Ok(Tool { program: jailed_module(&native), args: vec![], system: false });
         }
-        let launcher = nm.join("typescript/bin/tsc");
-        if launcher.is_file() {
-            return Ok((PathBuf::from("node"), vec![launcher.to_string_lossy().into_owned()]));
+        let launcher = "typescript/bin/tsc";
+        if nm.join(launcher).is_file() {
+            return Ok(Tool { program: "node".into(), args: vec![jailed_module(launcher)], system: true });
         }
         Err(ToolchainError::Missing(self.dir.clone()))
     }
 
-    fn esbuild(&self, nm: &Path) -> Result<PathBuf, ToolchainError> {
-        let bin = nm.join("esbuild/bin/esbuild");
-        if bin.is_file() { Ok(bin) } else { Err(ToolchainError::Missing(self.dir.clone())) }
+    fn esbuild(&self, nm: &Path) -> Result<Tool, ToolchainError> {
+        let bin = "esbuild/bin/esbuild";
+        if nm.join(bin).is_file() {
+            Ok(Tool { program: jailed_module(bin), args: vec![], system: false })
+        } else {
+            Err(ToolchainError::Missing(self.dir.clone()))
+        }
     }
 
-    /// Make the tree's `node_modules` point at the toolchain's, so module
-    /// resolution finds the pinned packages without copying them.
-    fn link_modules(&self, tree: &Path, nm: &Path) -> Result<(), ToolchainError> {
-        let link = tree.join(NODE_MODULES);
-        let io = |source| ToolchainError::Io { path: link.clone(), source };
-        let target = std::fs::canonicalize(nm).map_err(io)?;
-        match std::fs::read_link(&link) {
-            Ok(existing) if existing == target => return Ok(()),
-            Ok(_) => std::fs::remove_file(&link).map_err(io)?,
-            Err(_) if link.exists() => return Ok(()), // a real directory the caller put there
-            Err(_) => {}
+    /// The sandbox works: esbuild answers `--version` from inside it (for `bmm doctor`).
+    pub async fn check_sandbox(&self) -> Result<String, ToolchainError> {
+        let nm = self.node_modules()?;
+        let tool = self.esbuild(&nm)?;
+        let empty = tempfile_dir()?;
+        let jail = Jail { tree: empty.path(), node_modules: &nm, out: None, system: false };
+        let cmd = self.jailed(&jail, &tool.program, &["--version".to_owned()])?;
+        let out = run("esbuild", cmd, &self.bwrap, Duration::from_secs(20)).await?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if out.code != Some(0) {
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            return Err(ToolchainError::Failed { tool: "bwrap", code: out.code, output: tail(&err) });
         }
-        std::os::unix::fs::symlink(&target, &link).map_err(io)
+        Ok(format!("bubblewrap sandbox (no network, empty environment) runs esbuild {text}"))
+    }
+
+    /// The bwrap command that runs `program args` in the sandbox `jail` describes.
+    fn jailed(&self, jail: &Jail<'_>, program: &str, args: &[String]) -> Result<Command, ToolchainError> {
+        let mut cmd = Command::new(&self.bwrap);
+        // bwrap itself starts with nothing of ours too: inside the sandbox
+        // `/proc/1` is bwrap's own init, whose environment `--clearenv` does
+        // not touch.
+        cmd.env_clear().env("PATH", JAIL_PATH);
+        cmd.args([
+            "--unshare-all",
+            "--die-with-parent",
+            "--new-session",
+            "--clearenv",
+            "--cap-drop",
+            "ALL",
+            "--setenv",
+            "PATH",
+            JAIL_PATH,
+            "--setenv",
+            "HOME",
+            "/tmp",
+            "--setenv",
+            "NO_COLOR",
+            "1",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+        ]);
+        if jail.system {
+            for dir in SYSTEM_DIRS {
+                cmd.args(["--ro-bind-try", dir, dir]);
+            }
+        }
+        // The tree's own entries, one bind each: the toolchain's node_modules
+        // is bound beside them, and nothing a top-level symlink points at
+        // elsewhere on the host is ever bound.
+        let entries = std::fs::read_dir(jail.tree)
+            .map_err(|source| ToolchainError::Io { path: jail.tree.to_path_buf(), source })?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| ToolchainError::Io { path: jail.tree.to_path_buf(), source })?;
+            let name = entry.file_name();
+            if name == NODE_MODULES {
+                continue;
+            }
+            let kind = entry.file_type().map_err(|source| ToolchainError::Io { path: entry.path(), source })?;
+            if !(kind.is_file() || kind.is_dir()) {
+                return Err(ToolchainError::Io {
+                    path: entry.path(),
+                    source: std::io::Error::other("the rendered tree may hold only files and folders"),
+                });
+            }
+            names.push(name);
+        }
+        names.sort();
+        for name in names {
+            let inside = Path::new(JAIL_TREE).join(&name);
+            cmd.arg("--ro-bind").arg(jail.tree.join(&name)).arg(inside);
+        }
+        cmd.arg("--ro-bind").arg(jail.node_modules).arg(Path::new(JAIL_TREE).join(NODE_MODULES));
+        if let Some(out) = jail.out {
+            cmd.arg("--bind").arg(out).arg(JAIL_OUT);
+        }
+        cmd.args(["--chdir", JAIL_TREE, "--", program]).args(args);
+        Ok(cmd)
     }
 
     /// Everything `check` and `bundle` need is on disk (for `bmm doctor` and start-up checks).
@@ -174,28 +285,30 @@ impl Toolchain {
         Ok(())
     }
 
-    /// `tsc --noEmit -p <tree>`: `Ok(())` when the tree type-checks.
+    /// `tsc --noEmit -p <tree>` in the sandbox: `Ok(())` when the tree type-checks.
     pub async fn check(&self, tree: &Path) -> Result<(), CheckError> {
         let nm = self.node_modules()?;
-        let (program, mut args) = self.tsc(&nm)?;
-        self.link_modules(tree, &nm)?;
+        let tool = self.tsc(&nm)?;
+        let mut args = tool.args.clone();
         args.extend(["--noEmit", "--pretty", "false", "-p", "tsconfig.json"].map(String::from));
-        let out = run("tsc", &program, &args, tree, self.check_timeout).await?;
+        let jail = Jail { tree, node_modules: &nm, out: None, system: tool.system };
+        let cmd = self.jailed(&jail, &tool.program, &args)?;
+        let out = run("tsc", cmd, &self.bwrap, self.check_timeout).await?;
         if out.code == Some(0) {
             return Ok(());
         }
         let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
         let diagnostics = parse_diagnostics(&text);
         if diagnostics.is_empty() {
-            // A non-zero exit without diagnostics is the compiler failing, not the code.
+            // A non-zero exit without diagnostics is the compiler (or the sandbox) failing, not the code.
             return Err(ToolchainError::Failed { tool: "tsc", code: out.code, output: tail(&text) }.into());
         }
         Err(CheckFailure { diagnostics }.into())
     }
 
     /// esbuild `src/server.ts` into one ESM file for node 20 with every
-    /// dependency inlined. Deterministic: paths in the output are relative to
-    /// the tree (symlinks preserved), there are no timestamps, so the same tree
+    /// dependency inlined, in the sandbox. Deterministic: paths in the output
+    /// are relative to the tree, there are no timestamps, so the same tree
     /// gives the same bytes wherever it is on disk.
     pub async fn bundle(&self, tree: &Path) -> Result<Vec<u8>, ToolchainError> {
         self.bundle_entry(tree, ENTRY).await
@@ -208,8 +321,10 @@ impl Toolchain {
             return Err(ToolchainError::Failed { tool: "esbuild", code: None, output: format!("bad entry {entry}") });
         }
         let nm = self.node_modules()?;
-        let esbuild = self.esbuild(&nm)?;
-        self.link_modules(tree, &nm)?;
+        let tool = self.esbuild(&nm)?;
+        let out_dir = tempfile_dir()?;
+        let outfile = format!("{JAIL_OUT}/server.mjs");
+        let metafile = format!("{JAIL_OUT}/meta.json");
         let args: Vec<String> = [
             entry,
             "--bundle",
@@ -220,19 +335,116 @@ impl Toolchain {
             "--legal-comments=none",
             "--charset=utf8",
             "--log-level=error",
+            &format!("--outfile={outfile}"),
+            &format!("--metafile={metafile}"),
             // CommonJS dependencies call require() for node built-ins; ESM has no require.
             "--banner:js=import { createRequire as __bmmCreateRequire } from 'node:module'; \
              const require = __bmmCreateRequire(import.meta.url);",
         ]
         .map(String::from)
         .to_vec();
-        let out = run("esbuild", &esbuild, &args, tree, self.bundle_timeout).await?;
-        if out.code != Some(0) || out.stdout.is_empty() {
+        let jail = Jail { tree, node_modules: &nm, out: Some(out_dir.path()), system: tool.system };
+        let cmd = self.jailed(&jail, &tool.program, &args)?;
+        let out = run("esbuild", cmd, &self.bwrap, self.bundle_timeout).await?;
+        let read = |name: &str| {
+            let path = out_dir.path().join(name);
+            std::fs::read(&path).map_err(|source| ToolchainError::Io { path, source })
+        };
+        if out.code != Some(0) {
             let text = String::from_utf8_lossy(&out.stderr).into_owned();
             return Err(ToolchainError::Failed { tool: "esbuild", code: out.code, output: tail(&text) });
         }
-        Ok(out.stdout)
+        // The inputs first: a bundle that read a file from elsewhere is never returned.
+        check_inputs(tree, &read("meta.json")?)?;
+        let bytes = read("server.mjs")?;
+        if bytes.is_empty() {
+            return Err(ToolchainError::Failed { tool: "esbuild", code: out.code, output: "empty bundle".into() });
+        }
+        Ok(bytes)
     }
+}
+
+/// How to start one tool inside the sandbox.
+struct Tool {
+    /// Path inside the sandbox (or `node` on the sandbox's `PATH`).
+    program: String,
+    args: Vec<String>,
+    /// Needs the read-only system folders (the node launcher does).
+    system: bool,
+}
+
+/// What the sandbox holds, as host paths.
+struct Jail<'a> {
+    tree: &'a Path,
+    node_modules: &'a Path,
+    out: Option<&'a Path>,
+    system: bool,
+}
+
+/// `rel` (below `node_modules`) as the sandbox sees it.
+fn jailed_module(rel: &str) -> String {
+    format!("{JAIL_TREE}/{NODE_MODULES}/{rel}")
+}
+
+fn tempfile_dir() -> Result<tempfile::TempDir, ToolchainError> {
+    tempfile::tempdir().map_err(|source| ToolchainError::Io { path: std::env::temp_dir(), source })
+}
+
+/// Every input of esbuild's metafile is a file of the tree or of the
+/// toolchain's `node_modules`, as the sandbox saw them (paths relative to
+/// `/build`). Anything else — an absolute path, `..` out of the tree, another
+/// namespace such as `data:` — names itself in the error.
+fn check_inputs(tree: &Path, metafile: &[u8]) -> Result<(), ToolchainError> {
+    #[derive(Deserialize)]
+    struct Meta {
+        inputs: std::collections::BTreeMap<String, serde_json::Value>,
+    }
+    let meta: Meta = serde_json::from_slice(metafile).map_err(|e| ToolchainError::Failed {
+        tool: "esbuild",
+        code: None,
+        output: format!("unreadable metafile: {e}"),
+    })?;
+    for input in meta.inputs.keys() {
+        if !input_inside(tree, input) {
+            return Err(ToolchainError::OutsideInput { path: input.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// Whether one metafile input lies inside the tree or the toolchain's node_modules.
+fn input_inside(tree: &Path, input: &str) -> bool {
+    use std::path::Component;
+    // esbuild writes inputs relative to its working directory (the jail's
+    // tree); a `namespace:` prefix means a file that is no file.
+    if input.is_empty() || input.contains(':') || input.contains('\0') {
+        return false;
+    }
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    let joined = Path::new(JAIL_TREE).join(input);
+    for c in joined.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(p) => parts.push(p),
+            Component::ParentDir => {
+                if parts.pop().is_none() {
+                    return false;
+                }
+            }
+            Component::Prefix(_) => return false,
+        }
+    }
+    let jail_root = JAIL_TREE.trim_start_matches('/');
+    let [root, rest @ ..] = parts.as_slice() else { return false };
+    if *root != jail_root || rest.is_empty() {
+        return false;
+    }
+    if rest[0] == NODE_MODULES {
+        return rest.len() > 1;
+    }
+    // A file of the tree itself (never a folder or a link out of it).
+    let host: PathBuf = rest.iter().collect();
+    std::fs::symlink_metadata(tree.join(host)).is_ok_and(|m| m.is_file())
 }
 
 fn tail(text: &str) -> String {
@@ -258,23 +470,15 @@ async fn read_capped(mut r: impl tokio::io::AsyncRead + Unpin) -> std::io::Resul
     }
 }
 
-async fn run(
-    tool: &'static str,
-    program: &Path,
-    args: &[String],
-    cwd: &Path,
-    timeout: Duration,
-) -> Result<Output, ToolchainError> {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("NO_COLOR", "1")
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|source| ToolchainError::Spawn { tool, source })?;
+async fn run(tool: &'static str, mut cmd: Command, bwrap: &Path, timeout: Duration) -> Result<Output, ToolchainError> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound && cmd.as_std().get_program() == bwrap.as_os_str() {
+            ToolchainError::SandboxMissing { program: bwrap.to_path_buf(), reason: source.to_string() }
+        } else {
+            ToolchainError::Spawn { tool, source }
+        }
+    })?;
     let pid = child.id();
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
@@ -372,14 +576,202 @@ mod tests {
         assert!(matches!(err, ToolchainError::Missing(_)), "{err}");
     }
 
+    /// The attack issue 13 reports: a handler body that closes its function
+    /// and adds a top-level import of the process environment, silenced for tsc.
+    const ENVIRON_ATTACK: &str = "return new TextDecoder().decode(leak);\n}\n// @ts-ignore\n\
+        ; import leak from \"/proc/self/environ\" with { type: \"bytes\" };\nexport function rest() {\n";
+
+    #[test]
+    fn the_environ_import_of_issue_13_is_refused_with_its_path() {
+        on_big_stack(async {
+            let mut spec = crate::testing::echo_spec();
+            spec.tools[0].handler = crate::model::Handler::Code { typescript: ENVIRON_ATTACK.into() };
+            let dir = tempfile::tempdir().unwrap();
+            write_tree(&crate::render(&spec), dir.path()).unwrap();
+            let tc = Toolchain::from_env();
+            // tsc alone does not stop it (the comment silences it): why the other layers exist.
+            tc.check(dir.path()).await.expect("tsc accepts the silenced import");
+            let err = tc.bundle(dir.path()).await.unwrap_err();
+            match &err {
+                ToolchainError::OutsideInput { path } => assert_eq!(path, "../proc/self/environ"),
+                other => panic!("expected OutsideInput, got {other}"),
+            }
+            assert!(err.to_string().contains("esbuild read ../proc/self/environ"), "{err}");
+        });
+    }
+
+    const CANARY: &str = "bmm-sandbox-canary-5f1e0c";
+
+    /// The canary goes into this process's environment, as the worker's secrets
+    /// are in the worker's: whatever the sandbox inherits would carry it.
+    fn with_canary(test: impl std::future::Future<Output = ()> + Send + 'static) {
+        // SAFETY: set before any other thread of this test exists (the runtime
+        // is built after it); nextest runs each test in a process of its own.
+        unsafe { std::env::set_var("BMM_SANDBOX_CANARY", CANARY) };
+        on_big_stack(test);
+    }
+
+    /// Debug builds of these futures need more than the default 2 MiB test-thread stack.
+    fn on_big_stack(test: impl std::future::Future<Output = ()> + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(16 * 1024 * 1024)
+            .spawn(move || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(test))
+            .unwrap()
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    }
+
+    /// What esbuild inside the sandbox reads at `path` (a text import), or its error.
+    async fn read_in_sandbox(path: &str) -> Result<String, String> {
+        let tc = Toolchain::from_env();
+        let nm = tc.node_modules().unwrap();
+        let tool = tc.esbuild(&nm).unwrap();
+        let tree = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tree.path().join("src")).unwrap();
+        let probe = format!("import t from {path:?} with {{ type: \"text\" }};\nconsole.log(t);\n");
+        std::fs::write(tree.path().join("src/probe.ts"), probe).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let jail = Jail { tree: tree.path(), node_modules: &nm, out: Some(out.path()), system: false };
+        let args = ["src/probe.ts", "--bundle", "--platform=node", "--format=esm", "--log-level=error"]
+            .map(String::from)
+            .into_iter()
+            .chain([format!("--outfile={JAIL_OUT}/probe.mjs")])
+            .collect::<Vec<_>>();
+        let cmd = tc.jailed(&jail, &tool.program, &args).unwrap();
+        let o = run("esbuild", cmd, &tc.bwrap, Duration::from_secs(30)).await.unwrap();
+        if o.code == Some(0) {
+            Ok(std::fs::read_to_string(out.path().join("probe.mjs")).unwrap())
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr).into_owned())
+        }
+    }
+
+    #[test]
+    fn the_sandbox_has_an_empty_environment() {
+        with_canary(async {
+            let own = read_in_sandbox("/proc/self/environ").await.expect("a tool may read its own environment");
+            assert!(own.contains("PATH=/usr/bin:/bin\\0HOME=/tmp"), "{own}");
+            assert!(!own.contains(CANARY) && !own.contains("BMM_"), "{own}");
+            // pid 1 of the sandbox's pid namespace is bwrap's init, not the host's.
+            match read_in_sandbox("/proc/1/environ").await {
+                Ok(init) => assert!(!init.contains(CANARY) && !init.contains("BMM_"), "{init}"),
+                Err(e) => assert!(e.contains("Could not") || e.contains("denied"), "{e}"),
+            }
+            // No process of the host is visible at all.
+            let host_pid = std::process::id();
+            let err = read_in_sandbox(&format!("/proc/{host_pid}/environ")).await;
+            assert!(err.as_ref().is_err_and(|e| e.contains("Could not resolve")), "{err:?}");
+        });
+    }
+
+    #[test]
+    fn the_sandbox_sees_nothing_of_the_host_filesystem() {
+        on_big_stack(async {
+            let data = tempfile::tempdir().unwrap();
+            let secret = data.path().join("jwks.json");
+            std::fs::write(&secret, "platform data").unwrap();
+            let mut hidden = vec![
+                secret.to_string_lossy().into_owned(),
+                // This checkout (under /work) and this test binary (under /root/.cache).
+                concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml").to_owned(),
+                std::env::current_exe().unwrap().to_string_lossy().into_owned(),
+                "/etc/passwd".to_owned(),
+            ];
+            if let Some(dir) = std::env::var_os("BMM_DATA_DIR").map(PathBuf::from)
+                && let Some(file) = std::fs::read_dir(&dir).ok().and_then(|mut d| d.find_map(|e| e.ok()))
+                && file.path().is_file()
+            {
+                hidden.push(file.path().to_string_lossy().into_owned());
+            }
+            for path in hidden {
+                assert!(Path::new(&path).is_file(), "the probe {path} must exist on the host");
+                let seen = read_in_sandbox(&path).await;
+                assert!(seen.as_ref().is_err_and(|e| e.contains("Could not resolve")), "{path} is visible: {seen:?}");
+            }
+        });
+    }
+
+    #[test]
+    fn the_sandbox_has_no_network() {
+        on_big_stack(async {
+            // A listener of this test on the host's loopback: the only address probed.
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let tc = Toolchain::from_env();
+            let nm = tc.node_modules().unwrap();
+            let tree = tempfile::tempdir().unwrap();
+            let jail = Jail { tree: tree.path(), node_modules: &nm, out: None, system: true };
+            let script = format!(
+                "const s = require('net').connect({port}, '127.0.0.1');\
+                 s.on('connect', () => {{ console.log('connected'); process.exit(0); }});\
+                 s.on('error', (e) => {{ console.log(e.code); process.exit(3); }});"
+            );
+            let cmd = tc.jailed(&jail, "node", &["-e".to_owned(), script]).unwrap();
+            let out = run("node", cmd, &tc.bwrap, Duration::from_secs(30)).await.unwrap();
+            let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            assert_eq!(out.code, Some(3), "stdout {said}, stderr {}", String::from_utf8_lossy(&out.stderr));
+            assert!(["ENETUNREACH", "ECONNREFUSED"].contains(&said.as_str()), "{said}");
+            let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+            assert!(accepted.is_err(), "the sandbox reached the host's loopback");
+        });
+    }
+
+    #[test]
+    fn without_bubblewrap_check_and_bundle_refuse_to_run() {
+        on_big_stack(async {
+            let mut tc = Toolchain::from_env();
+            tc.bwrap = PathBuf::from("/nonexistent/bwrap");
+            let dir = tempfile::tempdir().unwrap();
+            write_tree(&crate::render(&crate::testing::echo_spec()), dir.path()).unwrap();
+            let err = tc.bundle(dir.path()).await.unwrap_err();
+            assert!(matches!(err, ToolchainError::SandboxMissing { .. }), "{err}");
+            assert!(err.to_string().contains("apt-get install bubblewrap"), "{err}");
+            match tc.check(dir.path()).await {
+                Err(CheckError::Toolchain(ToolchainError::SandboxMissing { .. })) => {}
+                other => panic!("expected SandboxMissing, got {other:?}"),
+            }
+            assert!(matches!(tc.check_sandbox().await, Err(ToolchainError::SandboxMissing { .. })));
+            let ok = Toolchain::from_env().check_sandbox().await.expect("the sandbox works here");
+            assert!(ok.contains("esbuild 0."), "{ok}");
+        });
+    }
+
+    #[test]
+    fn metafile_inputs_must_stay_inside_the_tree_and_the_toolchain() {
+        let tree = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tree.path().join("src")).unwrap();
+        std::fs::write(tree.path().join("src/server.ts"), "").unwrap();
+        let meta = |inputs: &[&str]| {
+            let map: serde_json::Map<String, serde_json::Value> =
+                inputs.iter().map(|i| (i.to_string(), serde_json::json!({}))).collect();
+            serde_json::to_vec(&serde_json::json!({ "inputs": map })).unwrap()
+        };
+        assert!(check_inputs(tree.path(), &meta(&["src/server.ts", "node_modules/zod/index.js"])).is_ok());
+        for bad in [
+            "../proc/self/environ",
+            "/etc/passwd",
+            "src/../../root/x",
+            "node_modules/../../etc/x",
+            "data:text/javascript,1",
+            "src/missing.ts",
+            "src",
+            "node_modules",
+        ] {
+            match check_inputs(tree.path(), &meta(&["src/server.ts", bad])) {
+                Err(ToolchainError::OutsideInput { path }) => assert_eq!(path, bad),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert!(check_inputs(tree.path(), b"not json").is_err());
+    }
+
     #[tokio::test]
     async fn a_hung_process_is_killed_at_the_timeout() {
         let dir = tempfile::tempdir().unwrap();
         let started = std::time::Instant::now();
-        let err = run("sleep", Path::new("sleep"), &["30".into()], dir.path(), Duration::from_millis(300))
-            .await
-            .err()
-            .expect("timeout");
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30").current_dir(dir.path());
+        let err = run("sleep", cmd, Path::new("bwrap"), Duration::from_millis(300)).await.err().expect("timeout");
         assert!(matches!(err, ToolchainError::Timeout { tool: "sleep", .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
     }

@@ -8,7 +8,7 @@
 //! its bundle is deployed (not routed) while the type check still runs.
 
 use bmm_db::schema::server_versions;
-use bmm_spec::Toolchain;
+use bmm_spec::{Toolchain, ToolchainError};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
@@ -58,7 +58,12 @@ pub async fn run(acts: &BuildActivities, r: Reporter, input: &BundleInput) -> Re
     let toolchain = Toolchain::new(acts.cfg.toolchain_dir.clone());
     // A source that type-checked but does not bundle is a toolchain problem
     // (missing, killed, timed out): retried rather than blamed on the spec.
-    let bytes = toolchain.bundle(dir.path()).await.map_err(|e| StepError::transient(format!("esbuild failed: {e}")))?;
+    // Except a bundle that read a file from outside the tree: that is the
+    // code reaching for the machine, refused for good with the path named.
+    let bytes = toolchain.bundle(dir.path()).await.map_err(|e| match e {
+        ToolchainError::OutsideInput { .. } => StepError::rejected(kind::BANNED_CODE, format!("not bundled: {e}")),
+        e => StepError::transient(format!("esbuild failed: {e}")),
+    })?;
     let mut conn = r.conn().await?;
     let digest = blobs::put(&mut conn, blobs::BUNDLE, &bytes).await?;
     drop(conn);
