@@ -46,6 +46,23 @@ pub async fn create_magic_link(
     redirect_to: Option<&str>,
     ip: Option<&str>,
 ) -> Result<String, AuthError> {
+    create_bound_magic_link(conn, cfg, email, redirect_to, ip, None).await
+}
+
+/// The cookie that marks the browser a sign-in link was asked from.
+pub const BROWSER_COOKIE: &str = "bmm_signin";
+
+/// [`create_magic_link`] for a link asked for from a browser carrying the
+/// [`BROWSER_COOKIE`] value `browser`: opening it in another browser is
+/// said on the confirmation page.
+pub async fn create_bound_magic_link(
+    conn: &mut AsyncPgConnection,
+    cfg: &Config,
+    email: &str,
+    redirect_to: Option<&str>,
+    ip: Option<&str>,
+    browser: Option<&str>,
+) -> Result<String, AuthError> {
     let email = normalize_email(email)?;
     let since = Utc::now() - RATE_WINDOW;
     let by_email: i64 = magic_links::table
@@ -77,6 +94,7 @@ pub async fn create_magic_link(
             magic_links::redirect_to.eq(safe_next(redirect_to)),
             magic_links::expires_at.eq(Utc::now() + MAGIC_LINK_TTL),
             magic_links::ip.eq(ip),
+            magic_links::browser_hash.eq(browser.map(hash_token)),
         ))
         .execute(conn)
         .await?;
@@ -110,6 +128,41 @@ pub async fn send_magic_link(cfg: &Config, email: &str, url: &str) -> Result<(),
         .build();
     transport.send(msg).await.map_err(|e| AuthError::Mail(e.to_string()))?;
     Ok(())
+}
+
+/// A link that can still be used, as the confirmation page shows it.
+pub struct PendingLink {
+    pub email: String,
+    /// Whether the link was asked for from a browser other than `browser`
+    /// (false when it was not asked for from a browser, e.g. the CLI).
+    pub opened_elsewhere: bool,
+}
+
+/// Look a link up without using it (mail scanners and link previews GET
+/// it; only the confirmation's POST signs in).
+pub async fn peek_magic_link(
+    conn: &mut AsyncPgConnection,
+    token: &str,
+    browser: Option<&str>,
+) -> Result<PendingLink, AuthError> {
+    let token = token.trim();
+    if token.is_empty() || token.len() > 100 {
+        return Err(AuthError::InvalidLink);
+    }
+    let row: Option<(String, Option<Vec<u8>>)> = magic_links::table
+        .filter(magic_links::token_hash.eq(hash_token(token)))
+        .filter(magic_links::used_at.is_null())
+        .filter(magic_links::expires_at.gt(diesel::dsl::now))
+        .select((magic_links::email, magic_links::browser_hash))
+        .first(conn)
+        .await
+        .optional()?;
+    let (email, bound) = row.ok_or(AuthError::InvalidLink)?;
+    let opened_elsewhere = match bound {
+        Some(h) => !browser.is_some_and(|b| bmm_core::crypto::constant_time_eq(&h, &hash_token(b))),
+        None => false,
+    };
+    Ok(PendingLink { email, opened_elsewhere })
 }
 
 /// Use a link: marks it used (once, atomically), then returns the user and

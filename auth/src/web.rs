@@ -17,7 +17,9 @@ use serde::Deserialize;
 
 use crate::error::AuthError;
 use crate::keys::KeyStore;
-use crate::magic::{consume_magic_link, create_magic_link, safe_next, send_magic_link};
+use crate::magic::{
+    BROWSER_COOKIE, consume_magic_link, create_bound_magic_link, peek_magic_link, safe_next, send_magic_link,
+};
 use crate::pages::{check_email, error_page, page, sign_in_form};
 use crate::{identity, principal};
 
@@ -43,7 +45,7 @@ impl AuthState {
 pub fn routes(state: AuthState) -> Router {
     Router::new()
         .route("/auth/sign-in", get(sign_in_page).post(sign_in_submit))
-        .route("/auth/verify", get(verify))
+        .route("/auth/verify", get(verify_page).post(verify))
         .route("/auth/sign-out", post(sign_out))
         .route("/auth/style.css", get(style))
         .with_state(state.clone())
@@ -90,9 +92,23 @@ struct SignInForm {
     next: Option<String>,
 }
 
+/// The cookie that marks the browser asking for a link (kept for as long as
+/// a link lives, sent only to `/auth/`).
+fn browser_cookie(cfg: &Config, value: String) -> axum_extra::extract::cookie::Cookie<'static> {
+    use axum_extra::extract::cookie::{Cookie, SameSite};
+    Cookie::build((BROWSER_COOKIE, value))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .path("/auth/")
+        .secure(cfg.public_url.scheme() == "https")
+        .max_age(cookie::time::Duration::seconds(crate::magic::MAGIC_LINK_TTL.num_seconds()))
+        .build()
+}
+
 async fn sign_in_submit(
     State(st): State<AuthState>,
     ClientIp(ip): ClientIp,
+    jar: CookieJar,
     axum::Form(form): axum::Form<SignInForm>,
 ) -> Response {
     let next = safe_next(form.next.as_deref());
@@ -100,7 +116,16 @@ async fn sign_in_submit(
         Ok(c) => c,
         Err(e) => return internal(&e),
     };
-    match create_magic_link(&mut conn, &st.cfg, &form.email, next.as_deref(), ip.as_deref()).await {
+    // Reuse the browser's marker so several links asked from it all match.
+    let browser = jar
+        .get(BROWSER_COOKIE)
+        .map(|c| c.value().to_owned())
+        .filter(|v| (20..=100).contains(&v.len()))
+        .unwrap_or_else(|| bmm_core::crypto::new_token(""));
+    let jar = jar.add(browser_cookie(&st.cfg, browser.clone()));
+    let made =
+        create_bound_magic_link(&mut conn, &st.cfg, &form.email, next.as_deref(), ip.as_deref(), Some(&browser)).await;
+    let resp = match made {
         Ok(url) => {
             let email = identity::normalize_email(&form.email).unwrap_or_default();
             if let Err(e) = send_magic_link(&st.cfg, &email, &url).await {
@@ -120,7 +145,8 @@ async fn sign_in_submit(
             error_page(StatusCode::TOO_MANY_REQUESTS, "Too many requests", &AuthError::RateLimited.to_string())
         }
         Err(e) => internal(&e),
-    }
+    };
+    (jar, resp).into_response()
 }
 
 #[derive(Deserialize)]
@@ -129,29 +155,90 @@ struct VerifyQuery {
     token: String,
 }
 
+fn invalid_link_page() -> Response {
+    page(
+        StatusCode::BAD_REQUEST,
+        "Link not valid",
+        &format!(
+            "<h1>This link does not work any more</h1><p role=\"alert\" class=\"error\">{}</p><p><a href=\"/auth/sign-in\">Get a new sign-in link</a></p>",
+            crate::pages::esc(&AuthError::InvalidLink.to_string())
+        ),
+    )
+}
+
+/// `GET /auth/verify`: a confirmation page, never a sign-in. Mail scanners
+/// and link previews open links; only the button below uses it.
+async fn verify_page(State(st): State<AuthState>, jar: CookieJar, Query(q): Query<VerifyQuery>) -> Response {
+    let mut conn = match st.conn().await {
+        Ok(c) => c,
+        Err(e) => return internal(&e),
+    };
+    let browser = jar.get(BROWSER_COOKIE).map(|c| c.value().to_owned());
+    let link = match peek_magic_link(&mut conn, &q.token, browser.as_deref()).await {
+        Ok(l) => l,
+        Err(AuthError::InvalidLink) => return invalid_link_page(),
+        Err(e) => return internal(&e),
+    };
+    let esc = crate::pages::esc;
+    let elsewhere = if link.opened_elsewhere {
+        "<p class=\"warning\" role=\"alert\" id=\"opened-elsewhere\"><strong>This link was asked for from another browser or device.</strong> \
+         Continue only if you asked for it yourself just now: someone may be trying to sign you in to their account.</p>"
+    } else {
+        ""
+    };
+    let body = format!(
+        "<h1>Sign in as {email}?</h1>{elsewhere}\
+         <form method=\"post\" action=\"/auth/verify\"><input type=\"hidden\" name=\"token\" value=\"{token}\">\
+         <button type=\"submit\">Sign in</button></form>\
+         <p class=\"muted\">Not you, or did not ask to sign in? Close this page; the link expires on its own.</p>",
+        email = esc(&link.email),
+        token = esc(q.token.trim()),
+    );
+    page(StatusCode::OK, "Confirm sign-in", &body)
+}
+
+#[derive(Deserialize)]
+struct VerifyForm {
+    #[serde(default)]
+    token: String,
+}
+
+/// Whether a form POST came from another site (login CSRF: a page that
+/// submits its author's own link to sign the visitor in as them). Browsers
+/// send `Origin` (or `Sec-Fetch-Site`) on form posts; clients that send
+/// neither are not browsers.
+fn cross_site_post(cfg: &Config, headers: &HeaderMap) -> bool {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    let foreign_origin =
+        origin.is_some_and(|o| !o.eq_ignore_ascii_case(&cfg.public_url.origin().ascii_serialization()));
+    let foreign_fetch = fetch_site.is_some_and(|s| s != "same-origin" && s != "none");
+    foreign_origin || foreign_fetch
+}
+
+/// `POST /auth/verify`: the confirmation page's button signs in.
 async fn verify(
     State(st): State<AuthState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     jar: CookieJar,
-    Query(q): Query<VerifyQuery>,
+    form: Result<axum::Form<VerifyForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    if cross_site_post(&st.cfg, &headers) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Request not accepted",
+            "This sign-in did not come from the sign-in page. Open the link from your email again.",
+        );
+    }
+    let Ok(axum::Form(form)) = form else { return invalid_link_page() };
     let mut conn = match st.conn().await {
         Ok(c) => c,
         Err(e) => return internal(&e),
     };
-    let (user, org, next) = match consume_magic_link(&mut conn, &q.token).await {
+    let (user, org, next) = match consume_magic_link(&mut conn, &form.token).await {
         Ok(v) => v,
-        Err(AuthError::InvalidLink) => {
-            return page(
-                StatusCode::BAD_REQUEST,
-                "Link not valid",
-                &format!(
-                    "<h1>This link does not work any more</h1><p role=\"alert\" class=\"error\">{}</p><p><a href=\"/auth/sign-in\">Get a new sign-in link</a></p>",
-                    crate::pages::esc(&AuthError::InvalidLink.to_string())
-                ),
-            );
-        }
+        Err(AuthError::InvalidLink) => return invalid_link_page(),
         Err(e) => return internal(&e),
     };
     let ua = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());

@@ -52,6 +52,7 @@ diesel::table! {
         expires_at -> Timestamptz,
         used_at -> Nullable<Timestamptz>,
         ip -> Nullable<Text>,
+        browser_hash -> Nullable<Bytea>,
     }
 }
 

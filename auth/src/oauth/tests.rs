@@ -58,11 +58,25 @@ impl Harness {
         self.db.pool().get().await.unwrap()
     }
 
+    /// Open a magic link as a browser does: the confirmation page, then its button.
+    async fn open_link(&self, link: &str) -> reqwest::Response {
+        let page = self.http.get(link).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK, "the link shows a confirmation page");
+        let html = page.text().await.unwrap();
+        self.http
+            .post(self.url("/auth/verify"))
+            .header("origin", &self.base)
+            .form(&[("token", hidden_value(&html, "token"))])
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Sign in through a magic link; returns the user's org id.
     async fn sign_in(&self, email: &str) -> Uuid {
         let mut conn = self.conn().await;
         let link = crate::magic::create_magic_link(&mut conn, &self.cfg, email, None, None).await.unwrap();
-        let resp = self.http.get(&link).send().await.unwrap();
+        let resp = self.open_link(&link).await;
         assert_eq!(resp.status(), StatusCode::SEE_OTHER);
         let (_, org) = crate::identity::ensure_user_and_org(&mut conn, email).await.unwrap();
         org.id
@@ -240,7 +254,7 @@ async fn full_flow_register_sign_in_consent_token_refresh_rotation() {
     // The sign-in form keeps `next`, and the link returns there.
     let next = url::form_urlencoded::parse(to.split_once('?').unwrap().1.as_bytes()).next().unwrap().1.into_owned();
     let link = crate::magic::create_magic_link(&mut conn, &h.cfg, "flow@example.com", Some(&next), None).await.unwrap();
-    let resp = h.http.get(&link).send().await.unwrap();
+    let resp = h.open_link(&link).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&resp), next);
     let cookie = resp.headers().get("set-cookie").unwrap().to_str().unwrap().to_owned();
@@ -834,7 +848,7 @@ async fn magic_link_used_twice_and_sign_out_revokes_the_session() {
         crate::magic::create_magic_link(&mut conn, &h.cfg, "twice@example.com", Some("https://evil.example/"), None)
             .await
             .unwrap();
-    let first = h.http.get(&link).send().await.unwrap();
+    let first = h.open_link(&link).await;
     assert_eq!(first.status(), StatusCode::SEE_OTHER);
     // An off-site `next` was dropped.
     assert_eq!(location(&first), "/");
@@ -847,4 +861,69 @@ async fn magic_link_used_twice_and_sign_out_revokes_the_session() {
         sessions::table.select(sessions::revoked_at).load(&mut conn).await.unwrap();
     assert_eq!(revoked.len(), 1);
     assert!(revoked[0].is_some());
+}
+
+/// Mail scanners and login CSRF: opening a link only shows a confirmation
+/// (the link still works after any number of GETs); the POST signs in, and
+/// not from another site's form; a link asked for from one browser says so
+/// when it is opened in another.
+#[tokio::test]
+async fn magic_link_get_only_confirms_and_the_post_signs_in() {
+    let h = Harness::new().await;
+    let mut conn = h.conn().await;
+    let link = crate::magic::create_magic_link(&mut conn, &h.cfg, "scan@example.com", None, None).await.unwrap();
+    let scanner = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for _ in 0..3 {
+        let resp = scanner.get(&link).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(resp.headers().get("set-cookie").is_none(), "a GET never signs in");
+        let html = resp.text().await.unwrap();
+        assert!(html.contains("Sign in as scan@example.com?") && html.contains("method=\"post\""), "{html}");
+        assert!(!html.contains("opened-elsewhere"), "a CLI link is bound to no browser: {html}");
+    }
+    let token = link.split("token=").nth(1).unwrap().to_owned();
+    // Another site's auto-submitting form is refused, and does not use the link.
+    let resp = h
+        .http
+        .post(h.url("/auth/verify"))
+        .header("origin", "https://attacker.example")
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = h.open_link(&link).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert!(resp.headers().get("set-cookie").unwrap().to_str().unwrap().starts_with("bmm_session="));
+
+    // The sign-in form marks the asking browser and binds the link to it.
+    let resp = scanner.post(h.url("/auth/sign-in")).form(&[("email", "bound@example.com")]).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let set = resp.headers().get("set-cookie").unwrap().to_str().unwrap().to_owned();
+    let value = set.strip_prefix("bmm_signin=").and_then(|v| v.split(';').next()).expect("a bmm_signin cookie");
+    assert!(set.contains("HttpOnly") && set.contains("Path=/auth/"), "{set}");
+    let bound: Option<Vec<u8>> = bmm_db::schema::magic_links::table
+        .filter(bmm_db::schema::magic_links::email.eq("bound@example.com"))
+        .select(bmm_db::schema::magic_links::browser_hash)
+        .first(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(bound, Some(bmm_core::crypto::hash_token(value)));
+    // Opened in another browser, the page says so; in the asking one it does not.
+    let browser = "browser-marker-value-of-the-asking-browser";
+    let link = crate::magic::create_bound_magic_link(&mut conn, &h.cfg, "bound@example.com", None, None, Some(browser))
+        .await
+        .unwrap();
+    let elsewhere = scanner.get(&link).send().await.unwrap().text().await.unwrap();
+    assert!(elsewhere.contains("id=\"opened-elsewhere\""), "{elsewhere}");
+    let same = scanner
+        .get(&link)
+        .header("cookie", format!("bmm_signin={browser}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!same.contains("opened-elsewhere"), "{same}");
 }
