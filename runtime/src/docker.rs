@@ -44,10 +44,10 @@ pub const CONTAINER_PORT: u16 = 8080;
 pub const JWKS_MOUNT: &str = "/etc/bmm/jwks";
 /// The server's folder inside the container, and where the bundle is in it
 /// (in its image, or mounted there).
-const APP_DIR: &str = "/app";
+pub(crate) const APP_DIR: &str = "/app";
 pub const BUNDLE_PATH: &str = "/app/server.mjs";
 /// The unprivileged user every server runs as.
-const RUN_AS: &str = "10001:10001";
+pub(crate) const RUN_AS: &str = "10001:10001";
 /// The label every container and image this platform makes carries.
 pub const MANAGED_LABEL: &str = "bmm.managed";
 /// Repository of the per-bundle images.
@@ -75,7 +75,7 @@ const RESTART_ATTEMPTS: i64 = 3;
 /// Variables the platform sets itself; a spec credential may not override them.
 const RESERVED_ENV: &[&str] = &["PORT", "BMM_JWKS_FILE", "NODE_OPTIONS", "NODE_ENV", "HOME", "PATH"];
 
-fn ms_since(t: Instant) -> u64 {
+pub(crate) fn ms_since(t: Instant) -> u64 {
     u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -155,8 +155,33 @@ impl Docker {
         })
     }
 
+    pub(crate) fn container_host(&self) -> &str {
+        &self.container_host
+    }
+
+    pub(crate) fn runtime_image(&self) -> &str {
+        &self.runtime_image
+    }
+
+    pub(crate) fn nano_cpus(&self) -> i64 {
+        self.nano_cpus
+    }
+
+    pub(crate) fn memory_bytes(&self) -> i64 {
+        self.memory_bytes
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Mount mode: the bundle placed where the engine mounts it from.
+    pub(crate) fn place_bundle_if_mounted(&self, spec: &DeploySpec) -> Result<Option<PathBuf>, DockerError> {
+        self.bundles.as_deref().map(|dir| place_bundle(dir, spec)).transpose()
+    }
+
     /// The connected client, made and negotiated once.
-    async fn client(&self) -> Result<bollard::Docker, DockerError> {
+    pub(crate) async fn client(&self) -> Result<bollard::Docker, DockerError> {
         let mut guard = self.client.lock().await;
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
@@ -486,7 +511,7 @@ impl Docker {
 
     /// The image the container runs: the runtime image itself when the
     /// bundle is mounted, else the bundle's own image (made once).
-    async fn ensure_image(
+    pub(crate) async fn ensure_image(
         &self,
         c: &bollard::Docker,
         spec: &DeploySpec,
@@ -742,19 +767,19 @@ impl Docker {
     }
 
     /// The last lines of a container's output, for failure messages (best effort).
-    async fn tail_text(&self, name: &str, n: usize) -> Vec<String> {
+    pub(crate) async fn tail_text(&self, name: &str, n: usize) -> Vec<String> {
         let lines: Vec<Result<LogLine, DockerError>> = self.logs(name, n, false).collect().await;
         lines.into_iter().filter_map(Result::ok).map(|l| l.line).collect()
     }
 
-    fn map_err(&self, e: BollardError, doing: &str) -> DockerError {
+    pub(crate) fn map_err(&self, e: BollardError, doing: &str) -> DockerError {
         map_bollard(&self.host, e, doing)
     }
 }
 
 /// Mount mode: the bundle as `<dir>/<hex>.mjs`, readable by the container's
 /// user, written once (atomically) and shared by every container of it.
-fn place_bundle(dir: &std::path::Path, spec: &DeploySpec) -> Result<PathBuf, DockerError> {
+pub(crate) fn place_bundle(dir: &std::path::Path, spec: &DeploySpec) -> Result<PathBuf, DockerError> {
     use std::os::unix::fs::PermissionsExt;
     let hex = spec.bundle_digest.trim_start_matches("sha256:");
     let path = dir.join(format!("{hex}.mjs"));
@@ -789,7 +814,7 @@ fn published_port(info: &ContainerInspectResponse) -> Option<u16> {
         .find_map(|b| b.host_port.as_deref()?.parse().ok())
 }
 
-fn validate(spec: &DeploySpec) -> Result<(), DockerError> {
+pub(crate) fn validate(spec: &DeploySpec) -> Result<(), DockerError> {
     let bad = |m: String| Err(DockerError::BadRequest(m));
     if !bmm_core::slug::is_slug(&spec.slug) {
         return bad(format!("slug {:?} is not a valid slug", spec.slug));
@@ -859,14 +884,14 @@ fn parse_log_line(stream: LogStream, raw: &str) -> LogLine {
     LogLine { stream, line: raw.to_owned(), at: Utc::now() }
 }
 
-fn with_logs(message: String, logs: &[String]) -> String {
+pub(crate) fn with_logs(message: String, logs: &[String]) -> String {
     if logs.is_empty() {
         return message;
     }
     format!("{message}; last log lines:\n{}", logs.join("\n"))
 }
 
-fn plain_reqwest(e: &reqwest::Error) -> &'static str {
+pub(crate) fn plain_reqwest(e: &reqwest::Error) -> &'static str {
     if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

@@ -9,6 +9,7 @@
 
 pub mod docker;
 mod model;
+pub mod swarm;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,9 +57,7 @@ pub trait Runtime: Send + Sync + 'static {
 pub fn connect(cfg: &bmm_core::Config) -> Result<Arc<dyn Runtime>, RuntimeError> {
     match cfg.runtime {
         RuntimeBackend::Docker => Ok(Arc::new(docker::Docker::connect(cfg)?)),
-        RuntimeBackend::Swarm => Err(RuntimeError::BadRequest(
-            "BMM_RUNTIME=swarm: the swarm backend is not built yet; use BMM_RUNTIME=docker".to_owned(),
-        )),
+        RuntimeBackend::Swarm => Ok(Arc::new(swarm::Swarm::connect(cfg)?)),
     }
 }
 
@@ -93,16 +92,46 @@ impl Runtime for docker::Docker {
     }
 }
 
+#[async_trait]
+impl Runtime for swarm::Swarm {
+    fn backend(&self) -> RuntimeBackend {
+        RuntimeBackend::Swarm
+    }
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        swarm::Swarm::ping(self).await
+    }
+    async fn deploy(&self, spec: &DeploySpec) -> Result<Deployed, RuntimeError> {
+        swarm::Swarm::deploy(self, spec).await
+    }
+    async fn adopt(&self, name: &str) -> Result<Option<Workload>, RuntimeError> {
+        swarm::Swarm::adopt(self, name).await
+    }
+    async fn stop(&self, name: &str, grace: Duration) -> Result<(), RuntimeError> {
+        swarm::Swarm::stop(self, name, grace).await
+    }
+    async fn remove(&self, name: &str) -> Result<(), RuntimeError> {
+        swarm::Swarm::remove(self, name).await
+    }
+    async fn remove_build(&self, build_id: Uuid) -> Result<usize, RuntimeError> {
+        swarm::Swarm::remove_build(self, build_id).await
+    }
+    fn logs(&self, name: &str, tail: usize, follow: bool) -> BoxStream<'static, Result<LogLine, RuntimeError>> {
+        swarm::Swarm::logs(self, name, tail, follow)
+    }
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Workload>, RuntimeError> {
+        swarm::Swarm::list(self, filter).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_configured_backend_is_chosen_and_swarm_says_it_is_missing() {
+    fn the_configured_backend_is_chosen() {
         let mut cfg = bmm_core::Config::for_tests("postgres://bmm@127.0.0.1:55432/unused");
         assert_eq!(connect(&cfg).expect("docker").backend(), RuntimeBackend::Docker);
         cfg.runtime = RuntimeBackend::Swarm;
-        let Err(RuntimeError::BadRequest(m)) = connect(&cfg) else { panic!("swarm is not built yet") };
-        assert!(m.contains("not built yet"), "{m}");
+        assert_eq!(connect(&cfg).expect("swarm").backend(), RuntimeBackend::Swarm);
     }
 }
