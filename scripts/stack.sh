@@ -4,6 +4,9 @@
 #
 #   scripts/stack.sh deps           install packages (apt, pip, npm toolchain)
 #   scripts/stack.sh services       PostgreSQL, Temporal, Docker, runtime image
+#                                   (and, with BMM_RUNTIME=swarm, the swarm below)
+#   scripts/stack.sh swarm          make this Docker engine a one-node swarm
+#                                   manager (opt-in: never for a shared engine)
 #   scripts/stack.sh down           stop what this script started
 #   scripts/stack.sh env            print the environment the platform uses
 #
@@ -220,10 +223,34 @@ runtime_image() {
   rm -rf "$fs"
 }
 
+# Opt-in (BMM_RUNTIME=swarm, or this command by hand): the swarm backend needs
+# the engine to manage a swarm. One node by default, managed on loopback only;
+# to let other hosts join, set BMM_SWARM_ADVERTISE_ADDR and
+# BMM_SWARM_LISTEN_ADDR to this host's private address (docs/operations.md).
+# Never on an engine others share: their containers keep running, but every
+# test or platform on it then sees a swarm manager.
+swarm() {
+  docker info >/dev/null 2>&1 || die "Docker is not answering (scripts/stack.sh docker)"
+  local state; state="$(docker info --format '{{.Swarm.LocalNodeState}}')"
+  if [ "$state" = active ]; then
+    if [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ]; then
+      say "Docker is already a swarm manager"
+    else
+      die "this Docker engine is a swarm worker; point BMM_DOCKER_HOST at a manager"
+    fi
+    return
+  fi
+  local advertise="${BMM_SWARM_ADVERTISE_ADDR:-127.0.0.1}"
+  local listen="${BMM_SWARM_LISTEN_ADDR:-127.0.0.1:2377}"
+  say "making Docker a one-node swarm manager (advertised at $advertise, managed on $listen)"
+  docker swarm init --advertise-addr "$advertise" --listen-addr "$listen" >/dev/null
+}
+
 services() {
   postgres
   temporal_server
   docker_daemon
+  if [ "${BMM_RUNTIME:-docker}" = swarm ]; then swarm; fi
 }
 
 down() {
@@ -264,8 +291,9 @@ case "${1:-}" in
   temporal) temporal_server ;;
   docker) docker_daemon ;;
   runtime-image) runtime_image ;;
+  swarm) swarm ;;
   services) services ;;
   down) down ;;
   env) env_exports ;;
-  *) echo "usage: scripts/stack.sh deps|services|postgres|temporal|docker|runtime-image|toolchain|down|env" >&2; exit 2 ;;
+  *) echo "usage: scripts/stack.sh deps|services|postgres|temporal|docker|runtime-image|swarm|toolchain|down|env" >&2; exit 2 ;;
 esac
