@@ -3,6 +3,9 @@
 # PostgreSQL, Temporal and Docker (scripts/stack.sh), then runs the format and
 # lint checks, the Rust tests (unit and end-to-end), and the end-to-end clients
 # (official Python MCP client, graphql-ws, headless Chromium).
+# The swarm backend's tests start a private dockerd of their own in swarm mode
+# (runtime/src/swarm/testing.rs; root, dockerd and ip needed) and never make
+# the shared engine a swarm; .config/nextest.toml runs them one at a time.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

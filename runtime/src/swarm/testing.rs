@@ -58,6 +58,7 @@ impl PrivateSwarm {
     pub fn start(shared_host: &str, image: &str) -> PrivateSwarm {
         let is_root = run(Command::new("id").arg("-u")).map(|u| u.trim() == "0").unwrap_or(false);
         assert!(is_root, "the swarm tests start a private dockerd and need root");
+        sweep_stale();
         // Short: a unix socket path has at most 108 bytes.
         let dir = tempfile::Builder::new().prefix("bmm-swarm-").tempdir_in("/tmp").expect("temp dir");
         let tag =
@@ -179,6 +180,36 @@ impl PrivateSwarm {
             assert!(Instant::now() < deadline, "the private dockerd did not answer within 60s");
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+/// What a test killed before its drop left behind: the bridges of a private
+/// engine whose dockerd is gone (a running one may be another test's).
+fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir("/tmp") else { return };
+    for dir in entries.flatten().map(|e| e.path()) {
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
+        if !name.starts_with("bmm-swarm-") {
+            continue;
+        }
+        let pid = std::fs::read_to_string(dir.join("docker.pid")).ok().and_then(|p| p.trim().parse::<u32>().ok());
+        if pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists()) {
+            continue;
+        }
+        // Another test's engine that is still starting has no pid file yet.
+        let young = std::fs::metadata(&dir)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(120));
+        if pid.is_none() && young {
+            continue;
+        }
+        let tag: String = name.chars().filter(char::is_ascii_alphanumeric).collect();
+        let tag = tag[tag.len().saturating_sub(6)..].to_ascii_lowercase();
+        for link in [format!("bmmgw{tag}"), format!("bmmsw{tag}")] {
+            let _ = run(Command::new("ip").args(["link", "del", &link]));
+        }
+        let _ = run(Command::new("umount").arg("-R").arg(dir.join("data")));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
