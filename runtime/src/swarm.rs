@@ -677,7 +677,18 @@ impl Swarm {
                 Err(e) => return Err(self.map_err(e, "inspect the service's network")),
             }
             match c.remove_network(network).await {
-                Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => return Ok(()),
+                Ok(()) => {
+                    // The manager forgot it; the node's copy goes a moment later.
+                    while Instant::now() < deadline
+                        && c.inspect_network(network, None::<bollard::query_parameters::InspectNetworkOptions>)
+                            .await
+                            .is_ok()
+                    {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    return Ok(());
+                }
+                Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => return Ok(()),
                 // "has active endpoints" (local copy), "is in use by task …" (the manager).
                 Err(BollardError::DockerResponseServerError { message, .. })
                     if Instant::now() < deadline
