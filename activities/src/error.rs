@@ -26,11 +26,15 @@ pub mod kind {
     pub const DEPLOY_FAILED: &str = "DeployFailed";
     /// A build row or blob this build needs is missing.
     pub const MISSING: &str = "Missing";
+    /// The container the deploy left is gone, stopped or moved (the runtime
+    /// restarted, someone removed it): not the server's fault. The workflow
+    /// deploys it again (the same idempotent deploy) instead of retrying the step.
+    pub const CONTAINER_LOST: &str = "ContainerLost";
     /// A retryable failure: Docker, the database, a model provider, a slow container.
     pub const TRANSIENT: &str = "Transient";
 
-    pub const NON_RETRYABLE: [&str; 7] =
-        [INVALID_SPEC, BANNED_CODE, TYPE_ERRORS, BAD_INPUT, SMOKE_FAILED, DEPLOY_FAILED, MISSING];
+    pub const NON_RETRYABLE: [&str; 8] =
+        [INVALID_SPEC, BANNED_CODE, TYPE_ERRORS, BAD_INPUT, SMOKE_FAILED, DEPLOY_FAILED, MISSING, CONTAINER_LOST];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -96,7 +96,10 @@ impl Reporter {
     /// Record a failed attempt: STEP_RETRYING when Temporal will try again, STEP_FAILED when not.
     pub async fn attempt_failed(&self, err: &StepError, will_retry: bool, attempt: u32) -> Result<(), StepError> {
         let data = serde_json::json!({ "attempt": attempt, "type": err.kind() });
-        if will_retry {
+        if err.kind() == crate::error::kind::CONTAINER_LOST {
+            // Not the step's failure: the workflow deploys the container again.
+            self.event(EventKind::StepRetrying, &format!("{err}; deploying it again"), Some(data)).await.map(drop)
+        } else if will_retry {
             self.event(EventKind::StepRetrying, &format!("{err}; retrying"), Some(data)).await.map(drop)
         } else {
             self.event(EventKind::StepFailed, &format!("{} failed: {err}", self.step), Some(data)).await.map(drop)

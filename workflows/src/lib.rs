@@ -1,7 +1,8 @@
 //! The build workflow and how the rest of the platform drives it.
 //!
 //! [`BuildWorkflow`] is deterministic and short: it reads as the list of
-//! steps (generate → check, beside it bundle → deploy → then smoke → cutover),
+//! steps (generate → check, beside it bundle → deploy → then smoke → cutover,
+//! deploying again a container the runtime lost before the cut-over),
 //! each an activity of `bmm-activities` with timeouts and a retry policy. History
 //! carries ids and digests only. [`client`] starts, cancels and queries
 //! builds for the API; [`worker`] runs the workflow and its activities.
@@ -98,7 +99,7 @@ async fn pipeline(ctx: &mut WorkflowContext<BuildWorkflow>, b: &BuildInput) -> R
     let spec = ctx.execute_activity(BuildActivities::generate, b.clone(), options(Step::Generate, None)).await;
     let spec = settle(ctx, Step::Generate, spec)?;
 
-    let deployed = if ctx.patched(CHECK_BESIDE_DEPLOY) {
+    let (deployed, bundle_digest) = if ctx.patched(CHECK_BESIDE_DEPLOY) {
         check_beside_deploy(ctx, b, spec.spec_digest).await?
     } else {
         // Histories from before the patch: one step after the other.
@@ -107,9 +108,13 @@ async fn pipeline(ctx: &mut WorkflowContext<BuildWorkflow>, b: &BuildInput) -> R
         let source = ctx.execute_activity(BuildActivities::check, input, options(Step::Check, None)).await;
         let source = settle(ctx, Step::Check, source)?;
         let bundle = bundle_source(ctx, b, source.source_digest).await?;
-        deploy(ctx, b, bundle.bundle_digest).await?
+        (deploy(ctx, b, bundle.bundle_digest.clone()).await?, bundle.bundle_digest)
     };
 
+    if ctx.patched(REDEPLOY_LOST_CONTAINER) {
+        return smoke_and_cut_over(ctx, b, deployed, bundle_digest).await;
+    }
+    // Histories from before the patch: a lost container fails the build.
     enter(ctx, Step::Smoke)?;
     let input = DeployedInput { build: b.clone(), deployed };
     let smoked = ctx.execute_activity(BuildActivities::smoke, input.clone(), options(Step::Smoke, None)).await;
@@ -130,6 +135,68 @@ async fn pipeline(ctx: &mut WorkflowContext<BuildWorkflow>, b: &BuildInput) -> R
 
 /// The patch id under which the type check runs beside bundle → deploy.
 const CHECK_BESIDE_DEPLOY: &str = "check-beside-deploy";
+/// The patch id under which a container lost before the cut-over is deployed again.
+const REDEPLOY_LOST_CONTAINER: &str = "redeploy-lost-container";
+/// How many times one build deploys a lost container again before it gives up.
+const MAX_REDEPLOYS: u32 = 3;
+
+/// `smoke` then `cutover`. When either finds the container lost to the
+/// runtime (Docker restarted, the container removed: `CONTAINER_LOST`, never
+/// the server's own fault), the same idempotent deploy makes it again and
+/// both run again, a few times at most.
+async fn smoke_and_cut_over(
+    ctx: &WorkflowContext<BuildWorkflow>,
+    b: &BuildInput,
+    mut deployed: Deployed,
+    bundle_digest: String,
+) -> Result<Live, Stop> {
+    let mut redeploys = 0;
+    loop {
+        enter(ctx, Step::Smoke)?;
+        let input = DeployedInput { build: b.clone(), deployed: deployed.clone() };
+        let smoked = ctx.execute_activity(BuildActivities::smoke, input.clone(), options(Step::Smoke, None)).await;
+        if container_lost(&smoked) && redeploys < MAX_REDEPLOYS && !ctx.cancellation_token().is_cancelled() {
+            redeploys += 1;
+            deployed = deploy(ctx, b, bundle_digest.clone()).await?;
+            continue;
+        }
+        settle(ctx, Step::Smoke, smoked)?;
+
+        // Once the cut-over starts it finishes: a cancel arriving now is too late
+        // to take back a route other processes may already follow.
+        enter(ctx, Step::Cutover)?;
+        let live = ctx
+            .execute_activity(
+                BuildActivities::cutover,
+                input,
+                options(Step::Cutover, Some(WorkflowCancellationToken::new())),
+            )
+            .await;
+        // Lost before anything was routed: deploy, smoke and cut over again.
+        if container_lost(&live) && redeploys < MAX_REDEPLOYS && !ctx.cancellation_token().is_cancelled() {
+            redeploys += 1;
+            deployed = deploy(ctx, b, bundle_digest.clone()).await?;
+            continue;
+        }
+        return settle(ctx, Step::Cutover, live);
+    }
+}
+
+/// Whether an activity failed because the runtime lost the build's container.
+fn container_lost<T>(result: &Result<T, ActivityExecutionError>) -> bool {
+    use temporalio_common::error::IncomingError;
+    let Err(e) = result else { return false };
+    let mut cause = e.cause();
+    while let Some(c) = cause {
+        if let IncomingError::Application(a) = c
+            && a.type_name() == Some(kind::CONTAINER_LOST)
+        {
+            return true;
+        }
+        cause = c.cause();
+    }
+    false
+}
 
 /// `check` beside `bundle` → `deploy`, all from the spec (rendering is
 /// deterministic, so both sides see the same source).
@@ -143,7 +210,7 @@ async fn check_beside_deploy(
     ctx: &mut WorkflowContext<BuildWorkflow>,
     b: &BuildInput,
     spec_digest: String,
-) -> Result<Deployed, Stop> {
+) -> Result<(Deployed, String), Stop> {
     enter(ctx, Step::Check)?;
     let ctx: &WorkflowContext<BuildWorkflow> = ctx;
     // Cancelled with the workflow, or by a failed check.
@@ -174,14 +241,14 @@ async fn check_beside_deploy(
     let source = settle(ctx, Step::Check, source)?;
     match shipped {
         Ok((bundle, deployed)) if bundle.source_digest == source.source_digest => {
-            settle(ctx, Step::Deploy, Ok(deployed))
+            Ok((settle(ctx, Step::Deploy, Ok(deployed))?, bundle.bundle_digest))
         }
         // A failure of the spec the check vouched for is the build's.
         Err((step, e)) if source.spec_digest == spec_digest => settle(ctx, step, Err(e)),
         // Shipped from a spec a repair has since replaced: ship the checked source.
         _ => {
             let bundle = bundle_source(ctx, b, source.source_digest).await?;
-            deploy(ctx, b, bundle.bundle_digest).await
+            Ok((deploy(ctx, b, bundle.bundle_digest.clone()).await?, bundle.bundle_digest))
         }
     }
 }

@@ -4,6 +4,8 @@
 //! container) and the build SUCCEEDED with BUILD_SUCCEEDED. The previous
 //! container then gets a moment for requests already inside it, and stops
 //! with SIGTERM (the runner finishes in-flight requests before it exits).
+//! Nothing is routed to a container the runtime lost since smoke: that fails
+//! with `CONTAINER_LOST`, and the workflow deploys it again.
 
 use std::time::Duration;
 
@@ -30,6 +32,13 @@ pub async fn run(acts: &BuildActivities, r: Reporter, input: &DeployedInput) -> 
     let url = acts.cfg.server_url(&b.slug);
     let deployment_id = input.deployed.deployment_id;
     let mut conn = r.conn().await?;
+    // Never route to a container the runtime lost since smoke (the workflow
+    // deploys it again); a retry after the commit has nothing left to check.
+    let status: String =
+        builds::table.filter(builds::id.eq(b.build_id)).select(builds::status).first(&mut conn).await?;
+    if status != BuildStatus::Succeeded.as_str() {
+        super::deploy::ensure_in_place(acts, &input.deployed).await?;
+    }
     let url_for_tx = url.clone();
     let cut = conn
         .transaction::<_, diesel::result::Error, _>(|conn| {

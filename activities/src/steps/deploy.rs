@@ -184,6 +184,31 @@ pub(crate) fn runtime_error(e: RuntimeError) -> StepError {
     }
 }
 
+/// Whether the build's container still runs where its deploy left it.
+///
+/// `CONTAINER_LOST` when it is gone, stopped or answers on another port (the
+/// runtime restarted, someone removed it): the workflow then deploys it
+/// again. A container the engine is restarting is not lost: the server
+/// crashed, which is its own fault, for the step's retries and then its failure.
+pub(crate) async fn ensure_in_place(acts: &BuildActivities, deployed: &Deployed) -> Result<(), StepError> {
+    let name = &deployed.container_name;
+    let lost = |why: String| StepError::rejected(kind::CONTAINER_LOST, format!("the container {name} {why}"));
+    let Some(w) = runtime(acts)?.adopt(name).await.map_err(runtime_error)? else {
+        return Err(lost("is gone (removed, or lost when the runtime restarted)".to_owned()));
+    };
+    if w.state == "restarting" {
+        return Ok(());
+    }
+    if !w.running {
+        return Err(lost(format!("is not running ({})", w.state)));
+    }
+    match w.endpoint {
+        Some(e) if e.host == deployed.host && e.port == deployed.port => Ok(()),
+        Some(e) => Err(lost(format!("now answers on {}:{} (the runtime restarted it)", e.host, e.port))),
+        None => Err(lost("publishes no port".to_owned())),
+    }
+}
+
 /// Remove every container labelled with this build; returns how many went.
 pub async fn remove_build_containers(acts: &BuildActivities, build_id: Uuid) -> Result<usize, StepError> {
     runtime(acts)?.remove_build(build_id).await.map_err(runtime_error)

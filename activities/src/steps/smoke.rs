@@ -1,6 +1,7 @@
 //! smoke: a real MCP client (`crate::smoke`) initializes against the new
 //! container with a short-lived platform token and lists its tools, which
-//! must be exactly the spec's.
+//! must be exactly the spec's. A container that does not answer because the
+//! runtime lost it fails with `CONTAINER_LOST`, so the workflow deploys it again.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,7 +54,16 @@ pub async fn run(acts: &BuildActivities, r: Reporter, input: &DeployedInput) -> 
         .map_err(|e| StepError::transient(format!("could not sign the smoke test's token: {e}")))?;
     let url = input.deployed.mcp_url();
     r.log(&format!("MCP initialize + tools/list against {url}")).await?;
-    let report = smoke_test(&url, &token, &expected, SMOKE_TIMEOUT).await.map_err(smoke_error)?;
+    let report = match smoke_test(&url, &token, &expected, SMOKE_TIMEOUT).await {
+        Ok(report) => report,
+        // No answer: a container lost to the runtime is deployed again by the
+        // workflow; one that is still in place gets the step's retries.
+        Err(e @ (SmokeError::Unreachable(_) | SmokeError::Timeout(_))) => {
+            super::deploy::ensure_in_place(acts, &input.deployed).await?;
+            return Err(smoke_error(e));
+        }
+        Err(e) => return Err(smoke_error(e)),
+    };
     r.succeeded(
         &format!(
             "the server answers MCP {} with {} tool(s): {}",
