@@ -154,7 +154,12 @@ async fn swarm_through_the_gateway() {
     //    workload) makes it again, reached at the endpoint the route holds.
     engine.docker(&["service", "rm", &service]);
     assert_eq!(runtime.adopt(&deployed.name).await.unwrap(), None);
-    assert!(runtime.list(&ListFilter::server(server)).await.unwrap().is_empty());
+    // What is left of it (its edge) is reported as a missing workload of its build.
+    let left = runtime.list(&ListFilter::server(server)).await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!((left[0].name.as_str(), left[0].state.as_str()), (deployed.name.as_str(), "missing"));
+    assert_eq!(left[0].build_id, Some(build));
+    assert!(!left[0].running && left[0].endpoint.is_none());
     // Its task stops after the grace period; then nothing answers.
     let deadline = Instant::now() + Duration::from_secs(60);
     while call_tool(&url, &token, "echo", json!({ "text": "gone" })).await.is_ok() {

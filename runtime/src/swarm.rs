@@ -196,7 +196,7 @@ impl Swarm {
         }
         timings.create_ms = docker::ms_since(t);
         let t = Instant::now();
-        let port = match self.ensure_edge(&c, &service).await {
+        let port = match self.ensure_edge(&c, &service, spec).await {
             Ok(port) => port,
             Err(RuntimeError::Failed(msg)) => {
                 let _ = self.remove(&name).await;
@@ -385,7 +385,7 @@ impl Swarm {
 
     /// The service's edge, running the current program, joined to the
     /// service's network and published on loopback; returns its host port.
-    async fn ensure_edge(&self, c: &bollard::Docker, service: &str) -> Result<u16, RuntimeError> {
+    async fn ensure_edge(&self, c: &bollard::Docker, service: &str, spec: &DeploySpec) -> Result<u16, RuntimeError> {
         let name = edge_name(service);
         let version = bmm_core::digest::sha256(format!("{EDGE_JS}\n{}", self.docker.runtime_image()).as_bytes());
         if let Some(info) = self.inspect_container(c, &name).await? {
@@ -415,9 +415,16 @@ impl Swarm {
             image: Some(self.docker.runtime_image().to_owned()),
             cmd: Some(vec!["-e".to_owned(), EDGE_JS.to_owned()]),
             user: Some(docker::RUN_AS.to_owned()),
+            // Whose edge it is, so one that outlived its service is still
+            // reported (and removed or redeployed) by `list`.
             labels: Some(HashMap::from([
                 (EDGE_LABEL.to_owned(), service.to_owned()),
                 (EDGE_VERSION_LABEL.to_owned(), version),
+                ("bmm.name".to_owned(), crate::container_name(&spec.slug, spec.version, spec.build_id)),
+                ("bmm.server".to_owned(), spec.server_id.to_string()),
+                ("bmm.build".to_owned(), spec.build_id.to_string()),
+                ("bmm.version".to_owned(), spec.version.to_string()),
+                ("bmm.bundle".to_owned(), spec.bundle_digest.clone()),
             ])),
             exposed_ports: Some(HashMap::from([(port_key.clone(), HashMap::new())])),
             env: Some(vec![format!("BMM_SERVICE={service}"), "NODE_ENV=production".to_owned()]),
@@ -742,11 +749,61 @@ impl Swarm {
             .await
             .map_err(|e| self.map_err(e, "list services"))?;
         let mut out = Vec::with_capacity(services.len());
-        for s in services {
-            out.push(self.workload(&c, &s).await?);
+        for s in &services {
+            out.push(self.workload(&c, s).await?);
         }
+        out.extend(self.stranded_edges(&c, filter, &services).await?);
         out.sort_by_key(|w| std::cmp::Reverse(w.created));
         Ok(out)
+    }
+
+    /// Edges whose service is gone (removed by hand, or a crash between the
+    /// two removals), as workloads in state `missing`: the reconciler
+    /// redeploys a wanted one (the edge is reused) and removes the rest.
+    async fn stranded_edges(
+        &self,
+        c: &bollard::Docker,
+        filter: &ListFilter,
+        services: &[Service],
+    ) -> Result<Vec<Workload>, RuntimeError> {
+        let mut labels = vec![EDGE_VERSION_LABEL.to_owned()];
+        labels.extend(filter.server_id.map(|id| format!("bmm.server={id}")));
+        labels.extend(filter.build_id.map(|id| format!("bmm.build={id}")));
+        let filters = HashMap::from([("label".to_owned(), labels)]);
+        let edges = c
+            .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| self.map_err(e, "list the edges"))?;
+        let live: std::collections::HashSet<String> =
+            services.iter().filter_map(|s| s.spec.as_ref().and_then(|sp| sp.name.clone())).collect();
+        Ok(edges
+            .into_iter()
+            .filter_map(|e| {
+                let labels = e.labels.unwrap_or_default();
+                let service = labels.get(EDGE_LABEL)?;
+                let name = labels.get("bmm.name")?;
+                if live.contains(service) {
+                    return None;
+                }
+                Some(Workload {
+                    id: e.id.unwrap_or_default(),
+                    name: name.clone(),
+                    server_id: labels.get("bmm.server").and_then(|b| b.parse().ok()),
+                    build_id: labels.get("bmm.build").and_then(|b| b.parse().ok()),
+                    version: labels.get("bmm.version").and_then(|v| v.parse().ok()),
+                    bundle_digest: labels.get("bmm.bundle").cloned(),
+                    state: "missing".to_owned(),
+                    running: false,
+                    image_id: String::new(),
+                    endpoint: None,
+                    created: e.created.unwrap_or(0),
+                })
+            })
+            .collect())
     }
 
     /// The service of `name` as it is now, if it exists and is the platform's.

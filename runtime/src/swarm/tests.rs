@@ -210,6 +210,20 @@ async fn swarm_service_runs_hardened_restarts_where_it_died_and_is_removed() {
     let back = sw.deploy(&spec).await.expect("deploy again");
     assert!(!back.adopted);
     assert_eq!(healthz(&back.endpoint()).await, Ok(200));
+
+    // A service removed by hand leaves its edge: reported as missing, and
+    // removing the build takes the edge and the network too.
+    engine.docker(&["service", "rm", &service]);
+    let left = sw.list(&ListFilter { build_id: Some(spec.build_id), ..Default::default() }).await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!((left[0].state.as_str(), left[0].running), ("missing", false));
+    assert_eq!(left[0].name, name);
+    assert_eq!(sw.remove_build(spec.build_id).await.unwrap(), 1);
+    assert!(engine.try_docker(&["inspect", &edge_name(&service)]).is_err(), "the stranded edge was left behind");
+    if let Ok(net) = engine.try_docker(&["network", "inspect", &service]) {
+        panic!("the stranded network was left behind: {net}");
+    }
+    assert!(sw.list(&ListFilter::server(spec.server_id)).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
