@@ -533,13 +533,14 @@ impl Swarm {
     }
 
     async fn tasks(&self, c: &bollard::Docker, service: &str) -> Result<Vec<Task>, RuntimeError> {
-        let filters = HashMap::from([("service".to_owned(), vec![service.to_owned()])]);
+        let Some(id) = self.inspect_service(c, service).await?.and_then(|s| s.id) else { return Ok(Vec::new()) };
+        let filters = HashMap::from([("service".to_owned(), vec![id.clone()])]);
         let mut tasks = c
             .list_tasks(Some(ListTasksOptions { filters: Some(filters) }))
             .await
             .map_err(|e| self.map_err(e, "list the service's tasks"))?;
-        // The service filter also matches by prefix: keep only this service's.
-        tasks.retain(|t| t.name.as_deref().is_some_and(|n| n.starts_with(&format!("{service}."))) || t.name.is_none());
+        // The filter may match more than one service (a name or id prefix): keep this one's.
+        tasks.retain(|t| t.service_id.as_deref() == Some(id.as_str()));
         tasks.sort_by(|a, b| b.created_at.cmp(&a.created_at));
         Ok(tasks)
     }
