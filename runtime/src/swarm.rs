@@ -8,9 +8,8 @@
 //! it), publishes no port, runs read-only as uid 10001 without capabilities
 //! and with memory, CPU and pid limits. The gateway, a host process, reaches
 //! it through the service's *edge*: a small hardened container on the
-//! manager's engine, published on loopback only like a `docker` backend
-//! server and joined to that one network, that relays each connection to the
-//! service's name. A task that restarts keeps the name, so the route holds.
+//! manager's engine, published on the host's loopback only and joined to
+//! that one network, that relays each connection to the service's name. A task that restarts keeps the name, so the route holds.
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -437,7 +436,7 @@ impl Swarm {
                 nano_cpus: Some(self.docker.nano_cpus()),
                 pids_limit: Some(PIDS_LIMIT),
                 network_mode: Some(EDGE_NETWORK.to_owned()),
-                // Loopback only, like a `docker` backend server.
+                // The host's loopback only: nothing off this host reaches an edge.
                 port_bindings: Some(HashMap::from([(
                     port_key,
                     Some(vec![PortBinding { host_ip: Some("127.0.0.1".to_owned()), host_port: Some(String::new()) }]),
