@@ -102,6 +102,10 @@ export const ROLLBACK_SERVER = `mutation Rollback($serverId: ID!, $version: Int!
   rollbackServer(serverId: $serverId, version: $version) { build { id status version } }
 }`;
 
+export const REDEPLOY_SERVER = `mutation Redeploy($serverId: ID!) {
+  redeployServer(serverId: $serverId) { build { id status version } }
+}`;
+
 export const DELETE_SERVER = `mutation DeleteServer($id: ID!) {
   deleteServer(id: $id) { id status }
 }`;

@@ -1,5 +1,5 @@
 //! Servers: listing, details, creating (from a preview), new versions,
-//! rollback, deletion, secrets, and live status and logs.
+//! rollback, redeploy, deletion, secrets, and live status and logs.
 
 use std::collections::HashSet;
 
@@ -552,6 +552,48 @@ async fn start_build(ctx: &Context<'_>, server: &ServerRow, b: &NewBuild) -> Api
     }
 }
 
+/// Version `version` of a server, or BAD_USER_INPUT naming the argument.
+async fn load_version_row(ctx: &Context<'_>, server: &ServerRow, version: i32) -> ApiResult<VersionRow> {
+    let mut conn = state(ctx).pool.get().await?;
+    server_versions::table
+        .filter(server_versions::server_id.eq(server.id))
+        .filter(server_versions::org_id.eq(server.org_id))
+        .filter(server_versions::version.eq(version))
+        .select(VersionRow::as_select())
+        .first(&mut conn)
+        .await
+        .optional()?
+        .ok_or_else(|| ApiError::bad_input("version", format!("the server has no version {version}")))
+}
+
+/// A new build of an existing version's spec (rollback, redeploy): the
+/// workflow builds, smoke-tests and cuts over to it like any other, with the
+/// server's secrets as they are now. `action` names it in the audit log.
+async fn rebuild(ctx: &Context<'_>, server: ServerRow, target: VersionRow, action: &str) -> ApiResult<ServerBuild> {
+    let p = principal(ctx)?;
+    let b = NewBuild {
+        build_id: Uuid::now_v7(),
+        version_id: target.id,
+        version: target.version,
+        preview_id: None,
+        generator: Some(target.generator.clone()),
+    };
+    let mut conn = state(ctx).pool.get().await?;
+    insert_build(&mut conn, server.org_id, server.id, p.user_id, &b).await?;
+    drop(conn);
+    audit(
+        ctx,
+        action,
+        "server",
+        Some(server.id.to_string()),
+        json!({ "version": target.version, "buildId": b.build_id }),
+    )
+    .await;
+    start_build(ctx, &server, &b).await?;
+    let build = load_build_row(ctx, server.org_id, b.build_id).await?;
+    Ok(ServerBuild { server: Server(server), build: Build(build) })
+}
+
 async fn load_build_row(ctx: &Context<'_>, org_id: Uuid, id: Uuid) -> ApiResult<BuildRow> {
     crate::schema::builds::load_build(ctx, org_id, id).await
 }
@@ -803,50 +845,51 @@ impl ServerMutation {
     }
 
     /// Make an older version live again: a new build of that version's spec.
+    /// The live version is refused: `redeployServer` restarts it.
     async fn rollback_server(&self, ctx: &Context<'_>, server_id: ID, version: i32) -> Result<ServerBuild> {
         let p = principal(ctx)?;
         let sid = parse_id("serverId", &server_id)?;
         let server = load_server(ctx, p.org_id, sid).await?;
-        let st = state(ctx);
-        let mut conn = st.pool.get().await.map_err(ApiError::from)?;
-        let target: VersionRow = server_versions::table
-            .filter(server_versions::server_id.eq(sid))
-            .filter(server_versions::org_id.eq(p.org_id))
-            .filter(server_versions::version.eq(version))
-            .select(VersionRow::as_select())
-            .first(&mut conn)
-            .await
-            .optional()
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::bad_input("version", format!("the server has no version {version}")))?;
+        let target = load_version_row(ctx, &server, version).await?;
         if target.spec.is_none() {
             return Err(
                 ApiError::bad_input("version", format!("version {version} never got a spec; pick another")).into()
             );
         }
         if server.current_version_id == Some(target.id) && server.status == "LIVE" {
-            return Err(ApiError::bad_input("version", format!("version {version} is already live")).into());
+            return Err(ApiError::bad_input(
+                "version",
+                format!("version {version} is already live; redeployServer restarts it"),
+            )
+            .into());
         }
-        let b = NewBuild {
-            build_id: Uuid::now_v7(),
-            version_id: target.id,
-            version,
-            preview_id: None,
-            generator: Some(target.generator.clone()),
+        Ok(rebuild(ctx, server, target, "server.rollback").await?)
+    }
+
+    /// Deploy the live version again: a new build of its spec, so secrets set
+    /// since its build take effect. The running container serves until the
+    /// new one has passed its smoke test, then stops.
+    async fn redeploy_server(&self, ctx: &Context<'_>, server_id: ID) -> Result<ServerBuild> {
+        let p = principal(ctx)?;
+        let sid = parse_id("serverId", &server_id)?;
+        let server = load_server(ctx, p.org_id, sid).await?;
+        let Some(current) = server.current_version_id else {
+            return Err(ApiError::bad_input("serverId", "no version is live yet; wait for the first build").into());
         };
-        insert_build(&mut conn, p.org_id, sid, p.user_id, &b).await.map_err(ApiError::from)?;
+        let st = state(ctx);
+        let mut conn = st.pool.get().await.map_err(ApiError::from)?;
+        let target: VersionRow = server_versions::table
+            .filter(server_versions::id.eq(current))
+            .filter(server_versions::org_id.eq(p.org_id))
+            .select(VersionRow::as_select())
+            .first(&mut conn)
+            .await
+            .map_err(ApiError::from)?;
         drop(conn);
-        audit(
-            ctx,
-            "server.rollback",
-            "server",
-            Some(sid.to_string()),
-            json!({ "version": version, "buildId": b.build_id }),
-        )
-        .await;
-        start_build(ctx, &server, &b).await?;
-        let build = load_build_row(ctx, p.org_id, b.build_id).await?;
-        Ok(ServerBuild { server: Server(server), build: Build(build) })
+        if target.spec.is_none() {
+            return Err(ApiError::internal(format!("the live version {} has no spec", target.version)).into());
+        }
+        Ok(rebuild(ctx, server, target, "server.redeploy").await?)
     }
 
     /// Delete a server: cancel its builds, stop its containers, take its URL
@@ -931,7 +974,8 @@ impl ServerMutation {
     }
 
     /// Store a secret for a server (sealed at rest; used from the next build
-    /// on). The value is never returned, logged or audited.
+    /// on: `redeployServer` makes one of the live version). The value is
+    /// never returned, logged or audited.
     async fn set_server_secret(
         &self,
         ctx: &Context<'_>,

@@ -5,7 +5,7 @@ import { h, replace, pageHead, loading, errorBox, empty, timeEl, field, shortId 
 import { navigate } from '../nav.js';
 
 const PAGE = 50;
-const KNOWN_ACTIONS = ['server.preview', 'server.create', 'server.iterate', 'server.version.create', 'server.rollback', 'server.delete', 'server.secret.set', 'build.cancel', 'api_key.create', 'api_key.revoke', 'auth.sign_in', 'auth.sign_out'];
+const KNOWN_ACTIONS = ['server.preview', 'server.create', 'server.iterate', 'server.version.create', 'server.rollback', 'server.redeploy', 'server.delete', 'server.secret.set', 'build.cancel', 'api_key.create', 'api_key.revoke', 'auth.sign_in', 'auth.sign_out'];
 
 function href(action, after, trail) {
   const q = new URLSearchParams();

@@ -1,5 +1,5 @@
 // One server: overview (status, URL, install snippets, tools), live runtime
-// logs, the OAuth connection trace, versions and builds (rollback), secrets,
+// logs, the OAuth connection trace, versions and builds (rollback), redeploy, secrets,
 // iterate (instruction → diff → new version) and delete.
 import { gql, ws } from '../graphql.js';
 import * as Q from '../queries.js';
@@ -46,7 +46,7 @@ export async function render(main, ctx, [serverId, tab = '']) {
   const summary = h('div', { class: 'card' }, h('dl', { class: 'facts' },
     h('dt', {}, 'Status'), h('dd', {}, statusEl),
     h('dt', {}, 'URL'), h('dd', { id: 'server-url' }, urlWithCopy(server.url, 'Copy URL')),
-    server.currentVersion != null ? [h('dt', {}, 'Version'), h('dd', { id: 'current-version' }, String(server.currentVersion))] : null,
+    server.currentVersion != null ? [h('dt', {}, 'Version'), h('dd', {}, h('span', { id: 'current-version' }, String(server.currentVersion)), ' ', redeployButton(server))] : null,
     h('dt', {}, 'Latest build'), latestEl,
     server.description ? [h('dt', {}, 'Description'), h('dd', {}, server.description)] : null));
 
@@ -213,6 +213,21 @@ async function versions(el, ctx, server) {
           h('td', { 'data-label': 'Workflow' }, b.temporalUrl ? h('a', { href: b.temporalUrl, target: '_blank', rel: 'noopener' }, 'Temporal', h('span', { class: 'visually-hidden' }, ` workflow of build ${shortId(b.id)} (opens in a new tab)`)) : '—')))))) : empty('No builds yet.')));
 }
 
+// The live version built and deployed again: how changed secrets reach it.
+function redeployButton(server) {
+  const err = h('div');
+  const btn = h('button', { type: 'button', class: 'secondary small', id: 'redeploy' }, 'Redeploy');
+  btn.addEventListener('click', async () => {
+    const ok = await confirmDialog(`Redeploy version ${server.currentVersion}?`, h('p', {}, `A new container of version ${server.currentVersion} starts with the secrets as they are now. The running one keeps serving until the new one has passed its smoke test.`), 'Redeploy');
+    if (!ok) return;
+    busy(btn, err, async () => {
+      const res = (await gql(Q.REDEPLOY_SERVER, { serverId: server.id })).redeployServer;
+      if (res?.build?.id) navigate(`/builds/${encodeURIComponent(res.build.id)}`);
+    }, 'Redeploying…');
+  });
+  return h('span', {}, btn, err);
+}
+
 function rollbackButton(server, version, err) {
   const btn = h('button', { type: 'button', class: 'secondary small' }, `Roll back to v${version}`);
   btn.addEventListener('click', async () => {
@@ -256,7 +271,7 @@ async function secrets(el, ctx, server) {
         input.value = '';
         input.removeAttribute('aria-invalid');
         replace(updated, timeEl(res?.updatedAt));
-        done.textContent = `${secret.key} replaced. The server uses it from its next build.`;
+        done.textContent = `${secret.key} replaced. The server uses it from its next build: redeploy to use it now.`;
       }, 'Saving…');
     });
     return form;
@@ -288,12 +303,12 @@ async function secrets(el, ctx, server) {
       if (i >= 0) stored[i] = res; else stored.push(res);
       stored.sort((a, b) => a.key.localeCompare(b.key));
       renderList();
-      addDone.textContent = `${res.key} saved. The server uses it from its next build.`;
+      addDone.textContent = `${res.key} saved. The server uses it from its next build: redeploy to use it now.`;
     }, 'Saving…');
   });
   renderList();
   replace(el, h('h2', {}, 'Secrets'),
-    h('p', { class: 'muted' }, 'Credentials are stored encrypted and handed to the server as environment variables. Values are never shown again; you can replace them. A new value is used from the server’s next build.'),
+    h('p', { class: 'muted' }, 'Credentials are stored encrypted and handed to the server as environment variables. Values are never shown again; you can replace them. A new value is used from the server’s next build; Redeploy (above) starts one of the live version.'),
     list, addForm);
 }
 
