@@ -2,7 +2,7 @@
 // sign in through a magic link, create a server with the wizard, watch the
 // build reach live (dropping the WebSocket and reloading mid-build: the log
 // must resume with no gap and no duplicate), see the tools and install
-// snippets, then the audit log and settings; screenshots of every page go to
+// snippets, redeploy the live version, then the audit log and settings; screenshots of every page go to
 // e2e/artifacts/screenshots/.
 //
 //   cd e2e/browser && npm ci && BMM_URL=http://127.0.0.1:8080 BMM_MAGIC_LINK=… node --test
@@ -318,6 +318,27 @@ test('dashboard: sign in, build a server through the wizard, see it live', { ski
     assert.ok(overflow <= 1, `the page scrolls sideways by ${overflow}px at 360px wide`);
     await shot('server-narrow');
     await page.setViewportSize({ width: 1280, height: 900 });
+  });
+
+  await t.test('redeploy: the server page builds the live version again', async () => {
+    await page.goto(`${BASE}/#/servers`);
+    await page.getByRole('link', { name: serverName }).click();
+    await page.waitForURL(/#\/servers\/[^/]+$/);
+    await page.getByRole('button', { name: 'Redeploy', exact: true }).click();
+    const dialog = page.getByRole('dialog');
+    await dialog.waitFor();
+    await checkA11y('redeploy dialog');
+    await dialog.getByRole('button', { name: 'Redeploy', exact: true }).click();
+    await page.waitForURL(/#\/builds\/[^/]+$/);
+    const redeployId = decodeURIComponent(new URL(page.url()).hash.split('/').pop());
+    assert.notEqual(redeployId, buildId, 'a new build');
+    await page.locator('#build-status[data-status="SUCCEEDED"], #build-status[data-status="FAILED"], #build-status[data-status="CANCELLED"]').waitFor({ timeout: BUILD_TIMEOUT });
+    const status = await page.$eval('#build-status', (el) => el.dataset.status);
+    const res = await gqlInPage('query($id: ID!) { build(id: $id) { version events(after: 0, limit: 100) { kind message } } }', { id: redeployId });
+    assert.ok(!res.errors, JSON.stringify(res.errors));
+    assert.equal(status, 'SUCCEEDED', res.data.build.events.map((e) => `${e.kind} ${e.message}`).join('\n'));
+    assert.equal(res.data.build.version, 1, 'the live version, built again');
+    await shot('redeployed');
   });
 
   await t.test('audit log and settings', async () => {

@@ -143,11 +143,24 @@ impl Stack {
         }
     }
 
+    /// An API key of a user in another org.
+    pub async fn stranger(&self) -> String {
+        let mut conn = self.state.pool.get().await.unwrap();
+        let email = format!("stranger-{}@example.test", Uuid::new_v4().simple());
+        let (user, org) = bmm_auth::identity::ensure_user_and_org(&mut conn, &email).await.unwrap();
+        bmm_auth::identity::create_api_key(&mut conn, org.id, user.id, "test").await.unwrap().0
+    }
+
     /// The whole GraphQL response.
     pub async fn raw(&self, query: &str, variables: Value) -> Value {
+        self.raw_as(&self.key, query, variables).await
+    }
+
+    /// The whole GraphQL response, with another API key.
+    pub async fn raw_as(&self, key: &str, query: &str, variables: Value) -> Value {
         self.http
             .post(format!("{}/graphql", self.public))
-            .bearer_auth(&self.key)
+            .bearer_auth(key)
             .json(&json!({ "query": query, "variables": variables }))
             .send()
             .await
