@@ -32,8 +32,18 @@ pub struct BuildActivities {
     pub keys: bmm_auth::keys::KeyStore,
     /// Test hook: hold the first attempt of these steps for a while after it
     /// starts (heartbeating), so a test can kill the worker mid-step.
-    /// From `BMM_TEST_PAUSE`, e.g. `bundle=6,deploy=6` (seconds).
+    /// From `BMM_TEST_PAUSE`, e.g. `bundle=6,deploy=6` (seconds), in debug builds only.
     pub pauses: Vec<(Step, Duration)>,
+}
+
+/// The test-only seam for `BMM_TEST_PAUSE`: debug builds (the ones tests
+/// run) honour it; a release build never reads the variable, so nothing in
+/// a production environment can hold its build steps.
+fn test_pauses() -> Vec<(Step, Duration)> {
+    if !cfg!(debug_assertions) {
+        return Vec::new();
+    }
+    std::env::var("BMM_TEST_PAUSE").map(|v| parse_pauses(&v)).unwrap_or_default()
 }
 
 impl BuildActivities {
@@ -45,7 +55,7 @@ impl BuildActivities {
     /// With a generator of the caller's choosing (tests use a scripted one).
     pub fn with_generator(cfg: Arc<Config>, pool: Pool, generator: Arc<dyn Generator>) -> BuildActivities {
         let keys = bmm_auth::keys::KeyStore::new(pool.clone(), cfg.clone());
-        let pauses = std::env::var("BMM_TEST_PAUSE").map(|v| parse_pauses(&v)).unwrap_or_default();
+        let pauses = test_pauses();
         BuildActivities { cfg, pool, generator, keys, pauses }
     }
 

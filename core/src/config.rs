@@ -119,6 +119,9 @@ pub struct Config {
     /// SMTP URL for magic links; none prints them to stdout (dev).
     pub smtp_url: Option<String>,
     pub mail_from: String,
+    /// Bearer token for `/metrics` and the details of `/readyz` (they name
+    /// every org's servers). Without one they are open in dev and closed otherwise.
+    pub ops_token: Option<String>,
     /// Development mode: GraphiQL on, magic links printed.
     pub dev: bool,
     /// Host address the containers' published ports are reached on.
@@ -279,6 +282,10 @@ impl Config {
             }
         };
         let smtp_url = r.optional("smtp_url");
+        let ops_token = r.optional("ops_token");
+        if ops_token.as_deref().is_some_and(|t| t.trim().len() < 16) {
+            r.problems.push("BMM_OPS_TOKEN: must be at least 16 characters (`openssl rand -hex 16`)".into());
+        }
         let mail_from = r.string("mail_from", "BuildMyMCP <login@localhost>");
         let container_host = r.string("container_host", "127.0.0.1");
         let access_token_ttl =
@@ -380,6 +387,7 @@ impl Config {
             otlp_protocol: otlp_protocol.expect("validated"),
             smtp_url,
             mail_from: mail_from.expect("validated"),
+            ops_token,
             dev: dev.expect("validated"),
             container_host: container_host.expect("validated"),
             access_token_ttl: access_token_ttl.expect("validated"),

@@ -147,7 +147,12 @@ before(async () => {
   page = context.pages()[0] || await context.newPage();
   page.setDefaultTimeout(30_000);
   page.on('pageerror', (e) => pageErrors.push(e.message));
-  page.on('console', (m) => { if (m.type() === 'error') console.error(`[browser] ${m.text()}`); });
+  page.on('console', (m) => {
+    if (m.type() !== 'error') return;
+    console.error(`[browser] ${m.text()}`);
+    // The dashboard runs under a strict Content-Security-Policy: anything it refuses is a bug.
+    if (/Content Security Policy/i.test(m.text())) pageErrors.push(`CSP violation: ${m.text()}`);
+  });
   // The dashboard is served by the API with no CDN: any request elsewhere is a bug.
   const origin = new URL(BASE).origin;
   await context.route('**/*', (route) => {

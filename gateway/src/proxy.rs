@@ -67,7 +67,17 @@ async fn handle(st: &GatewayState, slug: &str, req: Request) -> (String, Respons
     }
     let route = match st.routes.lookup(slug).await {
         Ok(Some(r)) => r,
-        Ok(None) => return (UNKNOWN.into(), not_found(slug)),
+        // Without a token a server that does not exist answers like one
+        // that does (401 to the metadata), so slugs cannot be enumerated.
+        Ok(None) => {
+            return match bearer(req.headers()) {
+                Bearer::Missing => (UNKNOWN.into(), unauthorized(st, slug, None)),
+                Bearer::Malformed => {
+                    (UNKNOWN.into(), unauthorized(st, slug, Some("the Authorization header is not a Bearer token")))
+                }
+                Bearer::Token(_) => (UNKNOWN.into(), not_found(slug)),
+            };
+        }
         Err(e) => {
             tracing::error!(error = %e, "gateway cannot read its routes");
             return (UNKNOWN.into(), unavailable("the gateway cannot read its routes right now", 5));
@@ -191,17 +201,11 @@ async fn handle(st: &GatewayState, slug: &str, req: Request) -> (String, Respons
 }
 
 /// RFC 9728 metadata of `{issuer}/s/{slug}/mcp`.
+/// The same document for every well-formed slug, live or not: an
+/// unauthenticated caller must not learn which servers exist.
 pub(crate) async fn protected_resource(State(st): State<GatewayState>, Path(slug): Path<String>) -> Response {
     if !bmm_core::slug::is_slug(&slug) {
         return not_found(&slug);
-    }
-    match st.routes.lookup(&slug).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return not_found(&slug),
-        Err(e) => {
-            tracing::error!(error = %e, "gateway cannot read its routes");
-            return unavailable("the gateway cannot read its routes right now", 5);
-        }
     }
     let body = json!({
         "resource": st.cfg.server_url(&slug),

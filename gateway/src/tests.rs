@@ -446,8 +446,15 @@ async fn gateway_serves_protected_resource_metadata_and_cors() {
             "bearer_methods_supported": ["header"],
         })
     );
+    // An unknown slug answers the same way (no enumeration of servers).
     let resp = f.http.get(format!("{}/.well-known/oauth-protected-resource/s/nope/mcp", f.base)).send().await.unwrap();
-    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.status(), 200);
+    let unknown: Value = resp.json().await.unwrap();
+    assert_eq!(unknown["resource"], f.cfg.server_url("nope"));
+    assert_eq!(unknown["authorization_servers"], body["authorization_servers"]);
+    let known = f.http.post(f.url("meta")).body("{}").send().await.unwrap();
+    let missing = f.http.post(f.url("nope")).body("{}").send().await.unwrap();
+    assert_eq!((known.status().as_u16(), missing.status().as_u16()), (401, 401));
 
     // Preflight: answered without a token, allowing the MCP headers.
     let resp = f

@@ -247,8 +247,23 @@ where
     }
 }
 
-async fn readyz(State(app): State<AppCtx>) -> Response {
+/// Whether the request may read operational details (`/metrics`, the
+/// components of `/readyz`): they name every org's servers. With
+/// `BMM_OPS_TOKEN` set, only its bearer may; without one, only in dev.
+fn ops_allowed(cfg: &bmm_core::Config, headers: &HeaderMap) -> bool {
+    match &cfg.ops_token {
+        Some(want) => headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|got| bmm_core::crypto::constant_time_eq(got.trim().as_bytes(), want.trim().as_bytes())),
+        None => cfg.dev,
+    }
+}
+
+async fn readyz(State(app): State<AppCtx>, headers: HeaderMap) -> Response {
     let st = &app.state;
+    let details = ops_allowed(&st.cfg, &headers);
     let postgres = check(async {
         use diesel_async::RunQueryDsl;
         let mut conn = st.pool.get().await.map_err(|e| e.to_string())?;
@@ -270,15 +285,22 @@ async fn readyz(State(app): State<AppCtx>) -> Response {
     let listening = st.hub.stats().listening;
     let listener = json!({ "status": if listening { "ok" } else { "down" } });
     let all_ok = [&postgres, &temporal, &docker, &listener].iter().all(|c| c["status"] == "ok");
-    let body = json!({
-        "status": if all_ok { "ok" } else { "unavailable" },
-        "components": { "postgres": postgres, "temporal": temporal, "docker": docker, "buildEventListener": listener },
-    });
+    let mut body = json!({ "status": if all_ok { "ok" } else { "unavailable" } });
+    if details {
+        body["components"] =
+            json!({ "postgres": postgres, "temporal": temporal, "docker": docker, "buildEventListener": listener });
+    }
     let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
 }
 
-async fn metrics(State(app): State<AppCtx>) -> Response {
+async fn metrics(State(app): State<AppCtx>, headers: HeaderMap) -> Response {
+    if !ops_allowed(&app.state.cfg, &headers) {
+        let mut resp =
+            (StatusCode::UNAUTHORIZED, "metrics need `Authorization: Bearer <BMM_OPS_TOKEN>`\n").into_response();
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"bmm-ops\""));
+        return resp;
+    }
     match render_metrics(&app.state).await {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => {

@@ -569,3 +569,84 @@ async fn connected_apps_list_grants_and_revoke_their_refresh_family() {
     let (_, body) = app.gql(Some(&key), LIST, json!({})).await;
     assert_eq!(body["data"]["connectedApps"], json!([]), "{body}");
 }
+
+/// Outside dev: `/metrics` and the details of `/readyz` (they name every
+/// org's servers) need the ops token, `/healthz` stays public, and GraphQL
+/// introspection is off.
+#[tokio::test]
+async fn ops_endpoints_need_the_token_and_introspection_is_off_outside_dev() {
+    const TOKEN: &str = "ops-token-for-the-metrics-scraper";
+    let app = TestApp::with_config(generous_limits(), |c| {
+        c.dev = false;
+        c.ops_token = Some(TOKEN.into());
+    })
+    .await;
+    let (key, _, org) = app.user("ops@example.com").await;
+    app.seed_build(org, "secret-slug").await;
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = app.http.get(app.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/healthz", None).await.0, 200);
+    for token in [None, Some("wrong-token-wrong-token"), Some(key.as_str())] {
+        let (status, text) = get("/metrics", token).await;
+        assert_eq!(status, 401, "{token:?}: {text}");
+        assert!(!text.contains("secret-slug"));
+        let (_, text) = get("/readyz", token).await;
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert!(body.get("components").is_none() && body["status"].is_string(), "{text}");
+    }
+    let (status, text) = get("/metrics", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("bmm_builds{status=\"QUEUED\"} 1"), "{text}");
+    let (_, text) = get("/readyz", Some(TOKEN)).await;
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["components"]["postgres"]["status"], "ok", "{text}");
+
+    let (_, body) = app.gql(Some(&key), "{ __schema { types { name } } }", json!({})).await;
+    // async-graphql answers a disabled introspection with null.
+    assert!(body["data"]["__schema"].is_null(), "{body}");
+    let (_, body) = app.gql(Some(&key), "{ me { email } }", json!({})).await;
+    assert_eq!(body["data"]["me"]["email"], "ops@example.com", "{body}");
+    // In dev (the two-command start) introspection stays on for GraphiQL.
+    let dev = TestApp::start().await;
+    let (key, _, _) = dev.user("ops-dev@example.com").await;
+    let (_, body) = dev.gql(Some(&key), "{ __schema { queryType { name } } }", json!({})).await;
+    assert_eq!(body["data"]["__schema"]["queryType"]["name"], "QueryRoot", "{body}");
+}
+
+/// The dashboard sends a strict Content-Security-Policy, and its shell needs
+/// nothing the policy refuses (no inline script, no style attributes).
+#[tokio::test]
+async fn dashboard_sends_a_strict_content_security_policy() {
+    let app = TestApp::start().await;
+    for path in ["/", "/servers/abc", "/js/app.js", "/style.css"] {
+        let r = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+            "object-src 'none'",
+            "base-uri 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {csp} lacks {directive}");
+        }
+        assert!(!csp.contains("unsafe"), "{path}: {csp}");
+    }
+    let html = app.http.get(app.url("/")).send().await.unwrap().text().await.unwrap();
+    assert!(!html.contains(" style="), "inline style attributes are refused by the policy");
+    for script in html.split("<script").skip(1) {
+        let open = &script[..script.find('>').unwrap()];
+        assert!(open.contains("src="), "inline scripts are refused by the policy: <script{open}>");
+    }
+}

@@ -9,6 +9,8 @@ export function h(tag, attrs = {}, ...children) {
     if (v === undefined || v === null || v === false) continue;
     if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
     else if (k === 'class') el.className = v;
+    // Through the CSSOM: the Content-Security-Policy refuses style attributes.
+    else if (k === 'style') el.style.cssText = v;
     else if (k === 'dataset') Object.assign(el.dataset, v);
     else if (k === 'value' && 'value' in el) el.value = v;
     else if (k === 'checked' || k === 'disabled' || k === 'required' || k === 'hidden' || k === 'open') el[k] = !!v;

@@ -42,7 +42,12 @@ pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 /// codes) and the application state as schema data.
 pub fn build_schema(state: AppState) -> AppSchema {
     let limits = state.limits;
-    Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
+    let dev = state.cfg.dev;
+    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default());
+    // Introspection maps the whole API for anyone; the SDL is in the repo
+    // (schema.graphql) for those who need it, and GraphiQL is a dev tool.
+    let builder = if dev { builder } else { builder.disable_introspection() };
+    builder
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(32)

@@ -59,9 +59,16 @@ impl TestApp {
     }
 
     pub async fn with_limits(limits: Limits) -> TestApp {
+        Self::with_config(limits, |_| {}).await
+    }
+
+    /// With the test configuration changed by `change` (e.g. production mode).
+    pub async fn with_config(limits: Limits, change: impl FnOnce(&mut bmm_core::Config)) -> TestApp {
         let db = TestDb::new().await;
         let pool = db.pool();
-        let cfg = Arc::new(bmm_core::Config::for_tests(&db.url));
+        let mut cfg = bmm_core::Config::for_tests(&db.url);
+        change(&mut cfg);
+        let cfg = Arc::new(cfg);
         let runner = Arc::new(RecordingRunner::default());
         let state = AppState::builder(cfg, pool).limits(limits).builds(runner.clone()).build();
         let app = bmm_graphql_api::app(state.clone());
