@@ -32,6 +32,9 @@ const TEMPLATE: &[(&str, &str)] = &[
     ("src/runtime/types.ts", include_str!("../../runner-template/src/runtime/types.ts")),
 ];
 
+/// The line of a tool's rendered file where its handler body starts.
+pub const HANDLER_FIRST_LINE: u32 = 7;
+
 /// The entry point esbuild bundles.
 pub const ENTRY: &str = "src/server.ts";
 
@@ -116,7 +119,7 @@ fn ts_pretty(value: &impl Serialize) -> String {
 }
 
 /// Line endings normalised, and a final newline so the closing brace has its own line.
-fn normalise_code(code: &str) -> String {
+pub(crate) fn normalise_code(code: &str) -> String {
     let mut s = code.replace("\r\n", "\n").replace('\r', "\n");
     if !s.ends_with('\n') {
         s.push('\n');

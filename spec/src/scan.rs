@@ -1,6 +1,8 @@
 //! The banned-pattern scan: a line-by-line regex pass over rendered sources.
 //!
-//! It is a tripwire, not a sandbox (the container's hardening is): it refuses
+//! It is a tripwire, the second layer behind the syntax-tree check of
+//! handlers ([`crate::syntax`]), not a sandbox (the build's sandbox and the
+//! container's hardening are): it refuses
 //! code that reaches for process, filesystem or evaluation primitives, network
 //! access around `ctx.fetch`, and prompt-injection markers. Two scopes:
 //! [`Scope::Everywhere`] rules run over every rendered file (the template's own

@@ -319,6 +319,12 @@ fn validate_tool(e: &mut Errors, at: &str, tool: &Tool, hosts: &BTreeSet<String>
                 e.add(&field, format!("is {} bytes; at most {MAX_HANDLER_BYTES} are allowed", typescript.len()));
             }
             let lines: Vec<&str> = typescript.lines().collect();
+            // The syntax tree first (what the handler does), then the regex tripwire.
+            for f in crate::syntax::check_handler(typescript) {
+                let text = lines.get(f.line as usize - 1).copied().unwrap_or_default();
+                let construct = f.construct.replace('`', "");
+                e.add(&field, format!("line {}: `{construct}` is not allowed ({}): {}", f.line, f.why, excerpt(text)));
+            }
             for (line, rule) in check_handler_code(typescript) {
                 let text = lines.get(line as usize - 1).copied().unwrap_or_default();
                 e.add(&field, format!("line {line}: `{}` is not allowed ({}): {}", rule.name, rule.why, excerpt(text)));
@@ -684,6 +690,27 @@ mod tests {
         let mut s = echo_spec();
         s.tools[0].scopes = (0..17).map(|i| format!("s{i}")).collect();
         refused(&s, "tools[0].scopes", "at most 16");
+    }
+
+    #[test]
+    fn handler_code_is_checked_on_its_syntax_tree() {
+        // The attack of issue 13: the regex scan alone let it through.
+        let mut s = echo_spec();
+        code(
+            &mut s,
+            "return new TextDecoder().decode(leak);\n}\n// @ts-ignore\n\
+             ; import leak from \"/proc/self/environ\" with { type: \"bytes\" };\nexport function rest() {\n",
+        );
+        let field = "tools[0].handler.typescript";
+        refused(&s, field, "line 4: `import attributes` is not allowed");
+        refused(&s, field, "line 4: `code outside the handler's function body`");
+        refused(&s, field, "line 3: `a @ts-ignore comment`");
+        let mut s = echo_spec();
+        code(&mut s, "const F = Function;\nreturn F(\"return 1\")();");
+        refused(&s, field, "line 1: `Function` is not allowed (evaluates code at run time)");
+        // Each is a code rule: the build's check reports it with file:line.
+        let errs = validate(&s).unwrap_err().0;
+        assert!(errs.iter().all(|e| e.message.starts_with("line ")), "{errs:?}");
     }
 
     #[test]

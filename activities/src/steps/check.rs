@@ -1,5 +1,7 @@
-//! check: render the spec into the runner template, scan it for banned
-//! code, type-check it with `tsc --noEmit`, and store the source by digest.
+//! check: render the spec into the runner template, check every handler's
+//! syntax tree, scan the tree for banned patterns (the second layer),
+//! type-check it with `tsc --noEmit` (in the sandbox), and store the source
+//! by digest.
 //!
 //! Every finding and compiler message becomes an event with `file:line`.
 //! With a model generator, the problems go back to it for at most
@@ -57,7 +59,8 @@ pub async fn run(acts: &BuildActivities, r: Reporter, input: &CheckInput) -> Res
     loop {
         let rendered = bmm_spec::render(&spec);
         r.log(&format!("rendered {} file(s) from the spec", rendered.files.len())).await?;
-        let refusal = match scan(&r, &rendered).await? {
+        // Both layers report everything they find, then nothing refused runs.
+        let refusal = match merge(syntax(&r, &spec).await?, scan(&r, &rendered).await?) {
             Some(refusal) => Some(refusal),
             None => match code_rules(&spec) {
                 Some(refusal) => Some(refusal),
@@ -101,6 +104,38 @@ pub async fn run(acts: &BuildActivities, r: Reporter, input: &CheckInput) -> Res
     }
 }
 
+/// Constructs the handlers' syntax trees refuse, one LOG event each with the
+/// rendered file's `file:line:col`, the construct and where it is in the handler.
+async fn syntax(r: &Reporter, spec: &bmm_spec::ToolSpec) -> Result<Option<Refusal>, StepError> {
+    let findings = bmm_spec::check_spec(spec);
+    if findings.is_empty() {
+        r.log("syntax-tree check of the handlers: clean").await?;
+        return Ok(None);
+    }
+    let mut problems = Vec::new();
+    for (i, f) in findings.iter().enumerate() {
+        let line = format!(
+            "{}:{}:{}: refused {} (tool {}, handler line {}): {}",
+            f.file, f.file_line, f.finding.col, f.finding.construct, f.tool, f.finding.line, f.finding.why
+        );
+        if i < MAX_EVENTS {
+            r.log_with(&line, serde_json::to_value(f).expect("finding serialises")).await?;
+        }
+        problems.push(line);
+    }
+    Ok(Some(Refusal { kind: kind::BANNED_CODE, problems }))
+}
+
+fn merge(a: Option<Refusal>, b: Option<Refusal>) -> Option<Refusal> {
+    match (a, b) {
+        (Some(mut a), Some(b)) => {
+            a.problems.extend(b.problems);
+            Some(a)
+        }
+        (a, b) => a.or(b),
+    }
+}
+
 /// Banned patterns, one LOG event each; a refusal when there are any.
 async fn scan(r: &Reporter, rendered: &Rendered) -> Result<Option<Refusal>, StepError> {
     let findings = bmm_spec::scan(rendered);
@@ -123,11 +158,13 @@ async fn scan(r: &Reporter, rendered: &Rendered) -> Result<Option<Refusal>, Step
     Ok(Some(Refusal { kind: kind::BANNED_CODE, problems }))
 }
 
-/// Whether the rendered tree passes the security scan and the spec's code
-/// rules, quietly (`check` reports the findings): what `bundle` asks before it
-/// makes something that may run before the type check has finished.
+/// Whether the handlers pass the syntax-tree check and the rendered tree the
+/// security scan and the spec's code rules, quietly (`check` reports the
+/// findings): what `bundle` asks before it makes something that is deployed
+/// before the type check has finished. Milliseconds, so no container ever
+/// starts for code that has not passed both layers.
 pub(crate) fn is_clean(spec: &bmm_spec::ToolSpec, rendered: &Rendered) -> bool {
-    bmm_spec::scan(rendered).is_empty() && code_rules(spec).is_none()
+    bmm_spec::check_spec(spec).is_empty() && bmm_spec::scan(rendered).is_empty() && code_rules(spec).is_none()
 }
 
 /// The spec's own code rules, in case a handler breaks one the rendered-tree
