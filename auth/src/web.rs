@@ -210,10 +210,12 @@ struct VerifyForm {
 fn cross_site_post(cfg: &Config, headers: &HeaderMap) -> bool {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    let foreign_origin =
-        origin.is_some_and(|o| !o.eq_ignore_ascii_case(&cfg.public_url.origin().ascii_serialization()));
-    let foreign_fetch = fetch_site.is_some_and(|s| s != "same-origin" && s != "none");
-    foreign_origin || foreign_fetch
+    // The page's `Referrer-Policy: no-referrer` makes Chromium send
+    // `Origin: null` on its own form, so Sec-Fetch-Site decides when present.
+    if let Some(site) = fetch_site {
+        return site != "same-origin" && site != "none";
+    }
+    origin.is_some_and(|o| !o.eq_ignore_ascii_case(&cfg.public_url.origin().ascii_serialization()))
 }
 
 /// `POST /auth/verify`: the confirmation page's button signs in.

@@ -63,9 +63,11 @@ impl Harness {
         let page = self.http.get(link).send().await.unwrap();
         assert_eq!(page.status(), StatusCode::OK, "the link shows a confirmation page");
         let html = page.text().await.unwrap();
+        // As Chromium sends it from a no-referrer page: `Origin: null`, same-origin fetch.
         self.http
             .post(self.url("/auth/verify"))
-            .header("origin", &self.base)
+            .header("origin", "null")
+            .header("sec-fetch-site", "same-origin")
             .form(&[("token", hidden_value(&html, "token"))])
             .send()
             .await
@@ -887,6 +889,16 @@ async fn magic_link_get_only_confirms_and_the_post_signs_in() {
         .http
         .post(h.url("/auth/verify"))
         .header("origin", "https://attacker.example")
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = h
+        .http
+        .post(h.url("/auth/verify"))
+        .header("origin", "null")
+        .header("sec-fetch-site", "cross-site")
         .form(&[("token", token.as_str())])
         .send()
         .await
