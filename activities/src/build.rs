@@ -187,6 +187,25 @@ impl BuildActivities {
             e.into_activity_error()
         })
     }
+
+    /// One reconcile pass: restore what should run, route to where it runs, remove orphans.
+    #[activity]
+    pub async fn reconcile(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: crate::reconcile::ReconcileInput,
+    ) -> Result<crate::reconcile::ReconcileReport, ActivityError> {
+        let work = Box::pin(crate::reconcile::run(&self, &input));
+        let result = tokio::select! {
+            res = work => res,
+            _ = ctx.cancelled() => Err(StepError::Cancelled),
+            _ = heartbeat(&ctx) => unreachable!("heartbeats never end"),
+        };
+        result.map_err(|e| {
+            tracing::warn!(error = %e, "reconcile pass failed");
+            e.into_activity_error()
+        })
+    }
 }
 
 #[cfg(test)]

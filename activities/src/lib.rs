@@ -12,6 +12,8 @@ pub mod blobs;
 pub mod build;
 pub mod error;
 pub mod model;
+/// The reconciler's pass: desired state (the database) against actual (the runtime).
+pub mod reconcile;
 pub mod report;
 pub mod steps;
 

@@ -138,6 +138,15 @@ pub struct Config {
     pub bundle_delivery: BundleDelivery,
     /// `docker` (default) or `swarm`.
     pub runtime: RuntimeBackend,
+    /// Which platform's containers these are (label `bmm.platform`): the
+    /// reconciler removes orphans only among its own, so platforms (and
+    /// parallel test platforms) sharing one engine never reap each other's.
+    /// `BMM_PLATFORM_ID`, else derived from the database (one database, one platform).
+    pub platform_id: String,
+    /// How often the reconciler compares what runs with what should.
+    pub reconcile_interval: Duration,
+    /// Workloads and images younger than this are never taken for orphans.
+    pub orphan_grace: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -168,6 +177,17 @@ fn redact_url(u: &str) -> String {
         }
         _ => u.to_owned(),
     }
+}
+
+/// The platform id of a database: its host, port and name (never the
+/// password), hashed, so every process of one platform agrees without being told.
+fn platform_id_of(database_url: &str) -> String {
+    let key = match Url::parse(database_url) {
+        Ok(u) => format!("{}:{}{}", u.host_str().unwrap_or(""), u.port().unwrap_or(5432), u.path()),
+        Err(_) => database_url.to_owned(),
+    };
+    let digest = crate::digest::sha256(key.as_bytes());
+    format!("p{}", &digest["sha256:".len().."sha256:".len() + 12])
 }
 
 /// Raw settings before validation: lower-case name → value.
@@ -312,6 +332,30 @@ impl Config {
             }
         };
 
+        let platform_id = match r.optional("platform_id") {
+            Some(id)
+                if !id.is_empty() && id.len() <= 63 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+            {
+                Some(id)
+            }
+            Some(id) => {
+                r.problems.push(format!("BMM_PLATFORM_ID: must be 1 to 63 letters, digits or '-' (got {id:?})"));
+                None
+            }
+            None => database_url.as_deref().map(platform_id_of),
+        };
+        let reconcile_interval = r
+            .parse::<u64>("reconcile_interval_ms", "5000", "a number of milliseconds")
+            .filter(|ms| {
+                let ok = (100..=3_600_000).contains(ms);
+                if !ok {
+                    r.problems.push(format!("BMM_RECONCILE_INTERVAL_MS: must be between 100 and 3600000 (got {ms})"));
+                }
+                ok
+            })
+            .map(Duration::from_millis);
+        let orphan_grace = r.parse::<u64>("orphan_grace_secs", "60", "a number of seconds").map(Duration::from_secs);
+
         let model_provider = r.string("generator", "auto");
         let anthropic_model = r.string("anthropic_model", "claude-opus-4-7");
         let anthropic_base = r.url("anthropic_base_url", "https://api.anthropic.com");
@@ -396,6 +440,9 @@ impl Config {
             container_cpus: container_cpus.expect("validated"),
             bundle_delivery: bundle_delivery.expect("validated"),
             runtime: runtime.expect("validated"),
+            platform_id: platform_id.expect("validated"),
+            reconcile_interval: reconcile_interval.expect("validated"),
+            orphan_grace: orphan_grace.expect("validated"),
         })
     }
 
@@ -512,6 +559,23 @@ mod tests {
         assert_eq!(c.runtime, RuntimeBackend::Docker);
         let c = Config::from_sources(&env(&[("BMM_RUNTIME", "swarm")]), None).unwrap();
         assert_eq!(c.runtime, RuntimeBackend::Swarm);
+    }
+
+    #[test]
+    fn the_platform_id_follows_the_database_unless_set() {
+        let id = |pairs: &[(&str, &str)]| Config::from_sources(&env(pairs), None).unwrap().platform_id;
+        let a = id(&[("BMM_DATABASE_URL", "postgres://bmm:one@127.0.0.1:55432/a")]);
+        assert_eq!(
+            a,
+            id(&[("BMM_DATABASE_URL", "postgres://bmm:other@127.0.0.1:55432/a")]),
+            "the password is no part of it"
+        );
+        assert_ne!(a, id(&[("BMM_DATABASE_URL", "postgres://bmm@127.0.0.1:55432/b")]));
+        assert_eq!(id(&[("BMM_PLATFORM_ID", "prod-eu")]), "prod-eu");
+        let e = Config::from_sources(&env(&[("BMM_PLATFORM_ID", "a b"), ("BMM_RECONCILE_INTERVAL_MS", "5")]), None)
+            .unwrap_err();
+        assert!(e.problems.iter().any(|p| p.starts_with("BMM_PLATFORM_ID")), "{e}");
+        assert!(e.problems.iter().any(|p| p.starts_with("BMM_RECONCILE_INTERVAL_MS")), "{e}");
     }
 
     #[test]

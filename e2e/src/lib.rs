@@ -5,8 +5,10 @@
 //! It must not reach into the platform's crates beyond configuration and test
 //! databases: everything goes through HTTP, GraphQL and WebSocket.
 
+pub mod dockerd;
 pub mod otlp;
 pub mod platform;
 pub mod ws;
 
+pub use dockerd::PrivateDockerd;
 pub use platform::{Gql, Platform, PlatformOptions};

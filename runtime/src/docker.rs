@@ -50,6 +50,9 @@ pub const BUNDLE_PATH: &str = "/app/server.mjs";
 pub(crate) const RUN_AS: &str = "10001:10001";
 /// The label every container and image this platform makes carries.
 pub const MANAGED_LABEL: &str = "bmm.managed";
+/// The label naming the platform instance (`cfg.platform_id`) that made a
+/// container or image: what a platform lists, and so may remove, is its own.
+pub const PLATFORM_LABEL: &str = "bmm.platform";
 /// Repository of the per-bundle images.
 pub const IMAGE_REPOSITORY: &str = "bmm-server";
 /// The label of the short-lived containers an image is committed from. A
@@ -71,7 +74,6 @@ const INSPECT_EVERY: u32 = 8;
 const FAILURE_LOG_LINES: usize = 30;
 const PIDS_LIMIT: i64 = 256;
 const TMP_SIZE: &str = "64m";
-const RESTART_ATTEMPTS: i64 = 3;
 /// Variables the platform sets itself; a spec credential may not override them.
 const RESERVED_ENV: &[&str] = &["PORT", "BMM_JWKS_FILE", "NODE_OPTIONS", "NODE_ENV", "HOME", "PATH"];
 
@@ -87,6 +89,7 @@ pub struct Docker {
     host: String,
     runtime_image: String,
     container_host: String,
+    platform: String,
     memory_bytes: i64,
     nano_cpus: i64,
     /// Mount mode: the folder bundles are placed in (on the engine's host too).
@@ -148,6 +151,7 @@ impl Docker {
             bundles,
             runtime_image: cfg.runtime_image.clone(),
             container_host: cfg.container_host.clone(),
+            platform: cfg.platform_id.clone(),
             memory_bytes: cfg.container_memory_mib * 1024 * 1024,
             nano_cpus: (cfg.container_cpus * 1e9) as i64,
             client: Arc::new(Mutex::new(None)),
@@ -429,7 +433,7 @@ impl Docker {
     /// `filter`, newest first.
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Workload>, DockerError> {
         let c = self.client().await?;
-        let mut labels = vec![format!("{MANAGED_LABEL}=true")];
+        let mut labels = vec![format!("{MANAGED_LABEL}=true"), format!("{PLATFORM_LABEL}={}", self.platform)];
         labels.extend(filter.server_id.map(|id| format!("bmm.server={id}")));
         labels.extend(filter.build_id.map(|id| format!("bmm.build={id}")));
         let filters = HashMap::from([("label".to_owned(), labels)]);
@@ -502,6 +506,47 @@ impl Docker {
         }))
     }
 
+    /// Remove this platform's per-bundle images that no container uses and
+    /// that are older than `grace` (a deploy commits its image a moment
+    /// before it creates the container); returns the removed ids. Docker
+    /// itself refuses to remove an image a container (of anyone) uses.
+    pub async fn prune_images(&self, grace: Duration) -> Result<Vec<String>, DockerError> {
+        let c = self.client().await?;
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{MANAGED_LABEL}=true"), format!("{PLATFORM_LABEL}={}", self.platform)],
+        )]);
+        let images = c
+            .list_images(Some(bollard::query_parameters::ListImagesOptions {
+                all: false,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| self.map_err(e, "list images"))?;
+        let used: std::collections::HashSet<String> = c
+            .list_containers(Some(ListContainersOptions { all: true, ..Default::default() }))
+            .await
+            .map_err(|e| self.map_err(e, "list containers"))?
+            .into_iter()
+            .filter_map(|s| s.image_id)
+            .collect();
+        let cutoff = Utc::now().timestamp() - i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+        let mut removed = Vec::new();
+        for image in images {
+            if used.contains(&image.id) || image.created > cutoff || image.id == self.runtime_image {
+                continue;
+            }
+            let opts = RemoveImageOptions { force: false, noprune: false };
+            match c.remove_image(&image.id, Some(opts), None).await {
+                Ok(_) => removed.push(image.id),
+                Err(BollardError::DockerResponseServerError { status_code: 404 | 409, .. }) => {}
+                Err(e) => return Err(self.map_err(e, "remove an unused image")),
+            }
+        }
+        Ok(removed)
+    }
+
     /// The tag of a bundle's image: the runtime image id and the bundle digest
     /// decide it, so the same bundle on the same base reuses one image.
     fn image_tag(runtime_image_id: &str, bundle_digest: &str) -> String {
@@ -546,6 +591,7 @@ impl Docker {
         self.sweep_helpers(c).await;
         let labels = HashMap::from([
             (MANAGED_LABEL.to_owned(), "true".to_owned()),
+            (PLATFORM_LABEL.to_owned(), self.platform.clone()),
             ("bmm.bundle".to_owned(), spec.bundle_digest.clone()),
             (HELPER_LABEL.to_owned(), String::new()),
         ]);
@@ -645,6 +691,7 @@ impl Docker {
             ("bmm.slug".to_owned(), spec.slug.clone()),
             ("bmm.bundle".to_owned(), spec.bundle_digest.clone()),
             (MANAGED_LABEL.to_owned(), "true".to_owned()),
+            (PLATFORM_LABEL.to_owned(), self.platform.clone()),
         ]);
         let mut env = vec![
             format!("PORT={CONTAINER_PORT}"),
@@ -672,9 +719,11 @@ impl Docker {
                 port_key.clone(),
                 Some(vec![PortBinding { host_ip: Some("127.0.0.1".to_owned()), host_port: Some(String::new()) }]),
             )])),
+            // Back after a crash, a daemon restart or a reboot, until the platform stops it;
+            // a server that fails at start is caught by the deploy's health wait.
             restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::ON_FAILURE),
-                maximum_retry_count: Some(RESTART_ATTEMPTS),
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
             }),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("json-file".to_owned()),

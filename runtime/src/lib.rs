@@ -44,8 +44,11 @@ pub trait Runtime: Send + Sync + 'static {
     async fn remove_build(&self, build_id: Uuid) -> Result<usize, RuntimeError>;
     /// The last `tail` log lines of a workload, then (with `follow`) new ones as they come.
     fn logs(&self, name: &str, tail: usize, follow: bool) -> BoxStream<'static, Result<LogLine, RuntimeError>>;
-    /// Every workload the platform manages (running or not), narrowed by `filter`, newest first.
+    /// Every workload this platform manages (running or not; label
+    /// `bmm.platform` = `cfg.platform_id`), narrowed by `filter`, newest first.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Workload>, RuntimeError>;
+    /// Remove the platform's images no workload uses (older than `grace`); returns their ids.
+    async fn prune_images(&self, grace: Duration) -> Result<Vec<String>, RuntimeError>;
     /// Where the gateway reaches the workload `name`; `None` while it does not run.
     async fn endpoint(&self, name: &str) -> Result<Option<Endpoint>, RuntimeError> {
         Ok(self.adopt(name).await?.and_then(|w| w.endpoint))
@@ -89,6 +92,9 @@ impl Runtime for docker::Docker {
     }
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Workload>, RuntimeError> {
         docker::Docker::list(self, filter).await
+    }
+    async fn prune_images(&self, grace: Duration) -> Result<Vec<String>, RuntimeError> {
+        docker::Docker::prune_images(self, grace).await
     }
 }
 

@@ -10,7 +10,7 @@ use temporalio_common::MemoValues;
 use temporalio_common::search_attributes::{SearchAttributeKey, SearchAttributes};
 use uuid::Uuid;
 
-use crate::{BuildWorkflow, workflow_id};
+use crate::{BuildWorkflow, ReconcileLoop, ReconcileWorkflow, workflow_id};
 
 /// Search attributes every build carries (registered by scripts/stack.sh).
 pub const BMM_ORG: SearchAttributeKey<String> = SearchAttributeKey::keyword("BmmOrg");
@@ -53,6 +53,34 @@ pub(crate) fn client_options(cfg: &Config) -> ClientOptions {
 pub(crate) fn identity(role: &str) -> String {
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
     format!("bmm-{role}@{host}:{}", std::process::id())
+}
+
+/// The one reconciler of a task queue (and so of a platform).
+pub fn reconciler_id(cfg: &Config) -> String {
+    format!("reconciler-{}", cfg.temporal_task_queue)
+}
+
+/// Start the reconciler unless it runs already (every worker calls this at
+/// start: the first one starts it, the others find it). Returns its run id.
+pub async fn ensure_reconciler(client: &Client, cfg: &Config) -> Result<String, BuildClientError> {
+    let id = reconciler_id(cfg);
+    let input = ReconcileLoop {
+        interval_ms: u64::try_from(cfg.reconcile_interval.as_millis()).unwrap_or(u64::MAX),
+        orphan_grace_secs: cfg.orphan_grace.as_secs(),
+    };
+    let options = WorkflowStartOptions::new(cfg.temporal_task_queue.clone(), id.clone())
+        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+        // A reconciler that was terminated (or failed) may be started again.
+        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+        .static_summary("reconciler: desired servers against what runs".to_owned())
+        .build();
+    match client.start_workflow(ReconcileWorkflow::run, input, options).await {
+        Ok(handle) => Ok(handle.run_id().unwrap_or_default().to_owned()),
+        Err(temporalio_client::errors::WorkflowStartError::AlreadyStarted { run_id, .. }) => {
+            Ok(run_id.unwrap_or_default())
+        }
+        Err(e) => Err(BuildClientError::Temporal(e.to_string())),
+    }
 }
 
 /// Start the build's workflow and return its run id. Starting a build that

@@ -351,3 +351,48 @@ pub fn options(step: Step, token: Option<WorkflowCancellationToken>) -> Activity
     .summary(step.as_str().to_owned())
     .build()
 }
+
+/// What the reconciler loop is told when it starts (and carries over each continue-as-new).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReconcileLoop {
+    /// Pause between passes.
+    pub interval_ms: u64,
+    /// Workloads and images younger than this are never taken for orphans.
+    pub orphan_grace_secs: u64,
+}
+
+/// Passes per run before the loop continues as new, so its history stays short.
+const PASSES_PER_RUN: u32 = 200;
+
+/// The reconciler: one per task queue (workflow id [`client::reconciler_id`]),
+/// so it runs once however many workers poll. Each pass is one activity
+/// ([`BuildActivities::reconcile`], level-triggered and idempotent); a pass
+/// that fails is logged and the next one tries again.
+#[workflow]
+#[derive(Default)]
+pub struct ReconcileWorkflow;
+
+#[workflow_methods]
+impl ReconcileWorkflow {
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>, input: ReconcileLoop) -> WorkflowResult<()> {
+        let pass = bmm_activities::reconcile::ReconcileInput { orphan_grace_secs: input.orphan_grace_secs };
+        let options = || {
+            ActivityOptions::with_close_timeouts(temporalio_common::ActivityCloseTimeouts::StartToClose(
+                Duration::from_secs(120),
+            ))
+            .heartbeat_timeout(Duration::from_secs(10))
+            // The next pass is the retry.
+            .retry_policy(RetryPolicy::builder().maximum_attempts(1).build())
+            .summary("reconcile".to_owned())
+            .build()
+        };
+        for _ in 0..PASSES_PER_RUN {
+            // A failed pass changes nothing the next one depends on.
+            let _ = ctx.execute_activity(BuildActivities::reconcile, pass.clone(), options()).await;
+            ctx.timer(Duration::from_millis(input.interval_ms.max(100))).await;
+        }
+        ctx.continue_as_new(input, temporalio_sdk::ContinueAsNewOptions::default())?;
+        Ok(())
+    }
+}

@@ -10,7 +10,7 @@ use bmm_core::Config;
 use temporalio_client::{Client, Connection, ConnectionOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
-use crate::BuildWorkflow;
+use crate::{BuildWorkflow, ReconcileWorkflow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -88,8 +88,15 @@ async fn run_here(
     let client =
         Client::new(connection, crate::client::client_options(&cfg)).map_err(|e| unreachable(e.to_string()))?;
 
+    // Durable and single however many workers start: the first starts it, the rest find it.
+    match crate::client::ensure_reconciler(&client, &cfg).await {
+        Ok(run) => tracing::info!(workflow = %crate::client::reconciler_id(&cfg), run, "reconciler running"),
+        Err(e) => tracing::warn!(error = %e, "could not start the reconciler; servers are not restored"),
+    }
     let options = WorkerOptions::new(cfg.temporal_task_queue.clone())
         .register_workflow::<BuildWorkflow>()
+        .map_err(|e| WorkerError::Start(e.to_string()))?
+        .register_workflow::<ReconcileWorkflow>()
         .map_err(|e| WorkerError::Start(e.to_string()))?
         .register_activities(activities)
         // After a worker dies, its sticky queue holds the next workflow task

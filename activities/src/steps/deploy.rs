@@ -24,33 +24,8 @@ pub async fn run(acts: &BuildActivities, r: Reporter, input: &DeployInput) -> Re
     let deployment_id = record_intent(&r, b, &name).await?;
 
     let mut conn = r.conn().await?;
-    let bundle = blobs::get(&mut conn, &input.bundle_digest).await?;
-    let version = super::load_version(&mut conn, b).await?;
-    let spec: Option<bmm_spec::ToolSpec> = version.spec.and_then(|v| serde_json::from_value(v).ok());
-    let credentials = load_credentials(acts, &mut conn, b).await?;
+    let (spec, keys) = deploy_spec(acts, &mut conn, b, &input.bundle_digest).await?;
     drop(conn);
-
-    // Every credential the spec needs must be set; say which by name (never the value).
-    let mut env: Vec<(String, String)> = Vec::new();
-    if let Some(spec) = &spec {
-        let missing: Vec<&str> = spec
-            .credentials
-            .iter()
-            .filter(|c| c.required && !credentials.iter().any(|(k, _)| k == &c.key))
-            .map(|c| c.key.as_str())
-            .collect();
-        if !missing.is_empty() {
-            return Err(StepError::rejected(
-                kind::BAD_INPUT,
-                format!("credential(s) not set: {}; add them on the server's page and build again", missing.join(", ")),
-            ));
-        }
-        let wanted: Vec<&str> = spec.credentials.iter().map(|c| c.key.as_str()).collect();
-        env.extend(credentials.into_iter().filter(|(k, _)| wanted.contains(&k.as_str())));
-    }
-    let keys: Vec<String> = env.iter().map(|(k, _)| k.clone()).collect();
-    env.push(("BMM_SERVER_URL".into(), acts.cfg.server_url(&b.slug)));
-    env.push(("BMM_ISSUER".into(), acts.cfg.issuer()));
     r.log(&format!(
         "starting container {name} from {} with {} credential(s){}",
         acts.cfg.runtime_image,
@@ -58,20 +33,7 @@ pub async fn run(acts: &BuildActivities, r: Reporter, input: &DeployInput) -> Re
         if keys.is_empty() { String::new() } else { format!(" ({})", keys.join(", ")) }
     ))
     .await?;
-
-    let jwks_dir = super::smoke::jwks_dir(acts).await?;
     let runtime = runtime(acts)?;
-    let spec = DeploySpec {
-        org_id: b.org_id,
-        server_id: b.server_id,
-        build_id: b.build_id,
-        version: b.version,
-        slug: b.slug.clone(),
-        bundle,
-        bundle_digest: input.bundle_digest.clone(),
-        env,
-        jwks_dir,
-    };
     let container = runtime.deploy(&spec).await.map_err(runtime_error)?;
 
     let mut conn = r.conn().await?;
@@ -111,6 +73,57 @@ pub async fn run(acts: &BuildActivities, r: Reporter, input: &DeployInput) -> Re
         host: container.host,
         port: container.port,
     })
+}
+
+/// What deploying build `b` needs: its bundle from the blob store (by digest),
+/// the server's credentials (every one the spec requires, or a clear refusal
+/// naming the missing ones) and the platform's settings. Also what the
+/// reconciler redeploys a live version from. Returns the credential names too.
+pub(crate) async fn deploy_spec(
+    acts: &BuildActivities,
+    conn: &mut diesel_async::AsyncPgConnection,
+    b: &BuildInput,
+    bundle_digest: &str,
+) -> Result<(DeploySpec, Vec<String>), StepError> {
+    let bundle = blobs::get(conn, bundle_digest).await?;
+    let version = super::load_version(conn, b).await?;
+    let spec: Option<bmm_spec::ToolSpec> = version.spec.and_then(|v| serde_json::from_value(v).ok());
+    let credentials = load_credentials(acts, conn, b).await?;
+
+    // Every credential the spec needs must be set; say which by name (never the value).
+    let mut env: Vec<(String, String)> = Vec::new();
+    if let Some(spec) = &spec {
+        let missing: Vec<&str> = spec
+            .credentials
+            .iter()
+            .filter(|c| c.required && !credentials.iter().any(|(k, _)| k == &c.key))
+            .map(|c| c.key.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(StepError::rejected(
+                kind::BAD_INPUT,
+                format!("credential(s) not set: {}; add them on the server's page and build again", missing.join(", ")),
+            ));
+        }
+        let wanted: Vec<&str> = spec.credentials.iter().map(|c| c.key.as_str()).collect();
+        env.extend(credentials.into_iter().filter(|(k, _)| wanted.contains(&k.as_str())));
+    }
+    let keys: Vec<String> = env.iter().map(|(k, _)| k.clone()).collect();
+    env.push(("BMM_SERVER_URL".into(), acts.cfg.server_url(&b.slug)));
+    env.push(("BMM_ISSUER".into(), acts.cfg.issuer()));
+    let jwks_dir = super::smoke::jwks_dir(acts).await?;
+    let spec = DeploySpec {
+        org_id: b.org_id,
+        server_id: b.server_id,
+        build_id: b.build_id,
+        version: b.version,
+        slug: b.slug.clone(),
+        bundle,
+        bundle_digest: bundle_digest.to_owned(),
+        env,
+        jwks_dir,
+    };
+    Ok((spec, keys))
 }
 
 /// The `deployments` row of this build's container, made before Docker is

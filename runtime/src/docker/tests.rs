@@ -47,8 +47,9 @@ async fn docker_deploy_runs_a_hardened_healthy_container() {
     let tmp = hc.tmpfs.unwrap();
     assert!(tmp["/tmp"].contains("noexec") && tmp["/tmp"].contains("size="), "{tmp:?}");
     let restart = hc.restart_policy.unwrap();
-    assert_eq!(restart.name, Some(RestartPolicyNameEnum::ON_FAILURE));
-    assert_eq!(restart.maximum_retry_count, Some(RESTART_ATTEMPTS));
+    assert_eq!(restart.name, Some(RestartPolicyNameEnum::UNLESS_STOPPED));
+    let labels = info.config.clone().unwrap().labels.unwrap();
+    assert_eq!(labels.get(PLATFORM_LABEL), Some(&config().platform_id), "scoped to its platform");
 
     let config = info.config.clone().unwrap();
     assert_eq!(config.user.as_deref(), Some("10001:10001"));
