@@ -127,6 +127,9 @@ impl Runtime for swarm::Swarm {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Workload>, RuntimeError> {
         swarm::Swarm::list(self, filter).await
     }
+    async fn prune_images(&self, grace: Duration) -> Result<Vec<String>, RuntimeError> {
+        swarm::Swarm::prune_images(self, grace).await
+    }
 }
 
 #[cfg(test)]

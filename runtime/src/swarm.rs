@@ -737,6 +737,12 @@ impl Swarm {
         .boxed()
     }
 
+    /// The platform's per-bundle images on this node that nothing uses (see
+    /// [`docker::Docker::prune_images`]); services run the images the docker backend makes.
+    pub async fn prune_images(&self, grace: Duration) -> Result<Vec<String>, RuntimeError> {
+        self.docker.prune_images(grace).await
+    }
+
     /// Every service the platform manages, narrowed by `filter`, newest first.
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Workload>, RuntimeError> {
         let c = self.client().await?;

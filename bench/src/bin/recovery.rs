@@ -56,7 +56,8 @@ async fn all_answer(servers: &[Mcp], within: Duration) -> anyhow::Result<f64> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut dockerd = PrivateDockerd::start().await.ok_or_else(|| anyhow::anyhow!("no private dockerd (needs root)"))?;
+    let mut dockerd =
+        PrivateDockerd::start().await.ok_or_else(|| anyhow::anyhow!("no private dockerd (needs root)"))?;
     let image = std::env::var("BMM_RUNTIME_IMAGE").unwrap_or_else(|_| "bmm-runtime:node20".to_owned());
     dockerd.load_image(&image).await.map_err(|e| anyhow::anyhow!("loading {image}: {e}"))?;
     let p = platform::start(PlatformOptions {
@@ -95,7 +96,8 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("round {round}: dockerd answered after {daemon_ms:.0} ms; every server {ms:.0} ms later");
         restart.push(ms);
 
-        let ids = dockerd.docker(&["ps", "-aq", "--filter", "label=bmm.managed=true"]).await.map_err(anyhow::Error::msg)?;
+        let ids =
+            dockerd.docker(&["ps", "-aq", "--filter", "label=bmm.managed=true"]).await.map_err(anyhow::Error::msg)?;
         let mut rm = vec!["rm", "-f"];
         rm.extend(ids.lines());
         let t = Instant::now();
@@ -117,7 +119,9 @@ async fn main() -> anyhow::Result<()> {
         ),
         &["fault", "median ms", "p95 ms", "max ms"],
     );
-    for (name, samples) in [("dockerd kill -9 → restarted → all answer", &restart), ("docker rm -f → all answer", &removed)] {
+    for (name, samples) in
+        [("dockerd kill -9 → restarted → all answer", &restart), ("docker rm -f → all answer", &removed)]
+    {
         let s = Summary::of(samples);
         t.row(vec![name.to_owned(), fmt(s.p50), fmt(s.p95), fmt(s.max)]);
     }
