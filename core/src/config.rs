@@ -109,7 +109,8 @@ pub struct Config {
     pub toolchain_dir: PathBuf,
     /// Folder for the platform's own files (the published JWKS file, caches).
     pub data_dir: PathBuf,
-    /// Key that encrypts secrets and signing keys at rest.
+    /// The master keys that encrypt secrets and signing keys at rest (the
+    /// first seals); from `BMM_SECRET_KEY`, `_FILE` or `_COMMAND`.
     pub secret_box: SecretBox,
     pub generator: GeneratorConfig,
     /// OTLP endpoint for traces; none means tracing goes to logs only.
@@ -222,6 +223,10 @@ impl Config {
                             toml::Value::Integer(i) => i.to_string(),
                             toml::Value::Float(f) => f.to_string(),
                             toml::Value::Boolean(b) => b.to_string(),
+                            // A list of strings (the master keys) as one comma-separated value.
+                            toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => {
+                                items.iter().filter_map(toml::Value::as_str).collect::<Vec<_>>().join(",")
+                            }
                             other => {
                                 problems.push(format!(
                                     "bmm.toml: `{k}` must be a string, number or boolean, not {}",
@@ -276,20 +281,17 @@ impl Config {
         let home = r.string("home", ".bmm");
         let toolchain_dir = r.string("toolchain_dir", &format!("{}/toolchain", home.clone().unwrap_or_default()));
         let data_dir = r.string("data_dir", &format!("{}/data", home.clone().unwrap_or_default()));
-        let secret_key = r.string("secret_key", "");
-        let secret_box = match secret_key.as_deref() {
-            Some("") | None if dev.unwrap_or(true) => Some(SecretBox::dev_key()),
-            Some("") | None => {
-                r.problems.push("BMM_SECRET_KEY: required outside dev mode: 32 random bytes as 64 hex characters (`openssl rand -hex 32`)".into());
+        let secret_box = match crate::master_key::keyring(
+            r.optional("secret_key").as_deref(),
+            r.optional("secret_key_file").as_deref(),
+            r.optional("secret_key_command").as_deref(),
+            dev.unwrap_or(true),
+        ) {
+            Ok(b) => Some(b),
+            Err(problem) => {
+                r.problems.push(problem);
                 None
             }
-            Some(k) => match SecretBox::from_hex(k) {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    r.problems.push(format!("BMM_SECRET_KEY: {e}"));
-                    None
-                }
-            },
         };
         let otlp_endpoint = r.optional_url("otlp_endpoint");
         let otlp_protocol = match r.string("otlp_protocol", "grpc").as_deref() {
@@ -617,6 +619,17 @@ mod tests {
         assert!(e.problems[0].contains("64 hex"), "{e}");
         let ok = Config::from_sources(&env(&[("BMM_DEV", "false"), ("BMM_SECRET_KEY", &"ab".repeat(32))]), None);
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn master_keys_as_a_toml_list_the_first_current() {
+        let toml = format!("dev = false\nsecret_key = [\"{}\", \"{}\"]\n", "ab".repeat(32), "cd".repeat(32));
+        let c = Config::from_sources(&[], Some(&toml)).unwrap();
+        let ids = c.secret_box.key_ids();
+        assert_eq!(ids.len(), 2);
+        assert_eq!(ids[0], SecretBox::from_hex(&"ab".repeat(32)).unwrap().key_id);
+        let e = Config::from_sources(&[], Some("secret_key = [1, 2]\n")).unwrap_err();
+        assert!(e.problems[0].contains("`secret_key` must be a string"), "{e}");
     }
 
     #[test]
