@@ -231,6 +231,19 @@ impl SecretBox {
         }
     }
 
+    /// Seal the way the platform did before key ids (no envelope, no key id),
+    /// under the current key. Only for tests of the upgrade path: nothing
+    /// in the platform writes this format any more.
+    #[doc(hidden)]
+    pub fn seal_legacy(&self, plaintext: &[u8], context: &[u8]) -> Sealed {
+        let nonce: [u8; NONCE_LEN] = random();
+        let ciphertext = self.ring.keys[0]
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: context })
+            .expect("AES-GCM encryption does not fail for in-memory buffers");
+        Sealed { nonce: nonce.to_vec(), ciphertext }
+    }
+
     /// Whether `sealed` is already in the current format under the current key.
     pub fn is_current(&self, sealed: &Sealed) -> bool {
         sealed.wrapped() == Ok(Wrapped::Key(self.key_id.clone()))
@@ -295,7 +308,8 @@ mod tests {
         [b; 32]
     }
 
-    /// A value sealed the way the platform did before key ids.
+    /// A value sealed the way the platform did before key ids (written out
+    /// here rather than through `seal_legacy`, so the test pins the old format).
     fn legacy_seal(key: &[u8; 32], plaintext: &[u8], context: &[u8]) -> Sealed {
         let nonce: [u8; 12] = random();
         let ciphertext = Aes256Gcm::new_from_slice(key)
@@ -303,6 +317,16 @@ mod tests {
             .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: context })
             .unwrap();
         Sealed { nonce: nonce.to_vec(), ciphertext }
+    }
+
+    #[test]
+    fn seal_legacy_writes_the_old_format() {
+        let b = SecretBox::from_bytes(&key(3));
+        let s = b.seal_legacy(b"v", b"c");
+        assert_eq!(s.wrapped(), Ok(Wrapped::Legacy));
+        let old = Aes256Gcm::new_from_slice(&key(3)).unwrap();
+        let plain = old.decrypt(Nonce::from_slice(&s.nonce), Payload { msg: &s.ciphertext, aad: b"c" }).unwrap();
+        assert_eq!(plain, b"v");
     }
 
     #[test]

@@ -8,9 +8,9 @@
 
 pub mod config;
 pub mod crypto;
+pub mod digest;
 pub mod envelope;
 pub mod master_key;
-pub mod digest;
 pub mod slug;
 
 pub use config::{Config, ConfigError};

@@ -37,12 +37,7 @@ pub fn scrub(cmd: &mut Command) -> &mut Command {
 /// The keyring from whichever source is set, or the one problem with it
 /// (naming the setting, never echoing a key). Dev mode without any source
 /// uses the fixed development key.
-pub fn keyring(
-    keys: Option<&str>,
-    file: Option<&str>,
-    command: Option<&str>,
-    dev: bool,
-) -> Result<SecretBox, String> {
+pub fn keyring(keys: Option<&str>, file: Option<&str>, command: Option<&str>, dev: bool) -> Result<SecretBox, String> {
     let set: Vec<&str> = [("BMM_SECRET_KEY", keys), ("BMM_SECRET_KEY_FILE", file), ("BMM_SECRET_KEY_COMMAND", command)]
         .into_iter()
         .filter(|(_, v)| v.is_some_and(|v| !v.trim().is_empty()))

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod events;
+pub mod master_keys;
 pub mod migrate;
 pub mod models;
 pub mod pool;

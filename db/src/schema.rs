@@ -197,6 +197,8 @@ diesel::table! {
         ciphertext -> Bytea,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        /// Generated from `nonce`: the master key that wrapped the value (NULL = legacy format).
+        master_key_id -> Nullable<Text>,
     }
 }
 
@@ -265,6 +267,17 @@ diesel::table! {
         created_at -> Timestamptz,
         retired_at -> Nullable<Timestamptz>,
         expires_at -> Nullable<Timestamptz>,
+        /// Generated from `private_nonce`: the master key that wrapped it (NULL = legacy format).
+        master_key_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    retired_master_keys (key_id) {
+        key_id -> Text,
+        retired_at -> Timestamptz,
+        successor -> Text,
+        rotation -> Text,
     }
 }
 
@@ -328,6 +341,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     oauth_codes,
     oauth_refresh_tokens,
     signing_keys,
+    retired_master_keys,
     oauth_connection_events,
     audit_log,
 );
