@@ -11,6 +11,8 @@ pub mod smoke;
 pub mod blobs;
 pub mod build;
 pub mod error;
+/// The master-key rotation's activities.
+pub mod keys;
 pub mod model;
 /// The reconciler's pass: desired state (the database) against actual (the runtime).
 pub mod reconcile;
@@ -19,4 +21,5 @@ pub mod steps;
 
 pub use build::BuildActivities;
 pub use error::{StepError, kind};
+pub use keys::KeyActivities;
 pub use model::*;

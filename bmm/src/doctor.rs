@@ -93,11 +93,11 @@ async fn toolchain(cfg: &Config) -> Result<String, String> {
     if !missing.is_empty() {
         return Err(format!("{} missing in {}", missing.join(", "), cfg.toolchain_dir.display()));
     }
-    let out = tokio::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .await
-        .map_err(|e| format!("node is not on PATH: {e}"))?;
+    let mut node = tokio::process::Command::new("node");
+    for var in bmm_core::master_key::SECRET_ENV {
+        node.env_remove(var);
+    }
+    let out = node.arg("--version").output().await.map_err(|e| format!("node is not on PATH: {e}"))?;
     Ok(format!(
         "node {} with tsc and esbuild in {}",
         String::from_utf8_lossy(&out.stdout).trim(),

@@ -2,6 +2,7 @@
 //! no logic of its own: every subcommand calls into a library crate.
 
 mod doctor;
+mod keys;
 mod serve;
 mod telemetry;
 
@@ -45,6 +46,29 @@ enum Command {
         #[command(subcommand)]
         command: AuthCommand,
     },
+    /// The master keys that seal secrets and signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-wrap every sealed value under the first key of BMM_SECRET_KEY, then
+    /// retire the others (a durable workflow; running it again attaches to it).
+    RotateMaster {
+        /// Values per table per batch (one transaction each).
+        #[arg(long, default_value_t = bmm_workflows::rotation::DEFAULT_BATCH_SIZE)]
+        batch_size: i64,
+        /// Print progress until the rotation finishes.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// The configured keys, the values under each, retired keys and the rotation's progress.
+    Status,
+    /// Print a new random master key (64 hex characters).
+    Generate,
 }
 
 #[derive(Subcommand)]
@@ -96,6 +120,13 @@ fn main() -> ExitCode {
             return ExitCode::from(78); // EX_CONFIG
         }
     };
+    // The master key is read; nothing this process starts (node, sh) may inherit it.
+    for var in bmm_core::master_key::SECRET_ENV {
+        // SAFETY: no other thread exists yet (the runtime is built below, and
+        // the key command's reader threads have been joined), so nothing reads
+        // the environment while it changes.
+        unsafe { std::env::remove_var(var) };
+    }
     // Debug builds keep large futures (schema validation, RSA) on the stack:
     // the default 2 MiB worker stack is too small for them.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -150,6 +181,11 @@ async fn run(command: Command, cfg: Arc<Config>) -> anyhow::Result<ExitCode> {
             println!("{url}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Keys { command: KeysCommand::RotateMaster { batch_size, wait } } => {
+            keys::rotate_master(&cfg, batch_size, wait).await
+        }
+        Command::Keys { command: KeysCommand::Status } => keys::status(&cfg).await,
+        Command::Keys { command: KeysCommand::Generate } => Ok(keys::generate()),
         Command::Dev => serve::dev(cfg).await.map(|()| ExitCode::SUCCESS),
         Command::Api => serve::api(cfg).await.map(|()| ExitCode::SUCCESS),
         Command::Worker => serve::worker(cfg).await.map(|()| ExitCode::SUCCESS),

@@ -59,6 +59,7 @@ async fn start_api(cfg: Arc<Config>, pool: bmm_db::Pool, stop: watch::Receiver<b
     if !applied.is_empty() {
         tracing::info!(?applied, "migrations applied");
     }
+    let _retired = watch_retired_keys(&cfg, &pool).await?;
     let temporal = connect_temporal(&cfg).await?;
     let state = bmm_graphql_api::AppState::new(cfg.clone(), pool, Some(temporal));
     state.keys.init().await.context("publishing the signing keys")?;
@@ -74,6 +75,7 @@ async fn start_api(cfg: Arc<Config>, pool: bmm_db::Pool, stop: watch::Receiver<b
 }
 
 async fn start_worker(cfg: Arc<Config>, pool: bmm_db::Pool, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let _retired = watch_retired_keys(&cfg, &pool).await?;
     // The worker mints smoke-test tokens and publishes the JWKS the containers read.
     let keys = bmm_auth::KeyStore::new(pool.clone(), cfg.clone());
     keys.init().await.context("publishing the signing keys")?;
@@ -82,6 +84,19 @@ async fn start_worker(cfg: Arc<Config>, pool: bmm_db::Pool, stop: watch::Receive
 
 fn pool(cfg: &Config) -> anyhow::Result<bmm_db::Pool> {
     bmm_db::connect(&cfg.database_url, cfg.database_pool_size).context("PostgreSQL pool")
+}
+
+/// Refuse the master keys a finished rotation retired, now and as other
+/// rotations finish (a process whose first key was retired does not start).
+async fn watch_retired_keys(cfg: &Config, pool: &bmm_db::Pool) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use bmm_db::master_keys::RetireError;
+    match bmm_db::master_keys::apply_retired(pool, &cfg.secret_box).await {
+        Ok(()) => {}
+        Err(e @ RetireError::CurrentRetired(_)) => return Err(e).context("BMM_SECRET_KEY"),
+        // The database may not be migrated yet (the API migrates); the refresh below retries.
+        Err(e) => tracing::warn!(error = %e, "the retired master keys could not be read yet"),
+    }
+    Ok(bmm_db::master_keys::spawn_refresh(pool.clone(), cfg.secret_box.clone(), Duration::from_secs(30)))
 }
 
 pub async fn api(cfg: Arc<Config>) -> anyhow::Result<()> {

@@ -22,6 +22,9 @@ use crate::schema::{retired_master_keys, secrets, signing_keys};
 /// Serialises retiring with itself ("bmmmastr").
 const RETIRE_LOCK: i64 = 0x626d_6d6d_6173_7472;
 
+/// id, server id, key, nonce, ciphertext.
+type SecretRow = (Uuid, Uuid, String, Vec<u8>, Vec<u8>);
+
 /// How many values of a table are under one key (`None` = the legacy format).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyCount {
@@ -86,7 +89,7 @@ pub async fn rewrap_batch(conn: &mut AsyncPgConnection, sb: &SecretBox, limit: i
     conn.transaction::<_, diesel::result::Error, _>(|conn| {
         async move {
             let mut batch = Batch::default();
-            let rows: Vec<(Uuid, Uuid, String, Vec<u8>, Vec<u8>)> = secrets::table
+            let rows: Vec<SecretRow> = secrets::table
                 .filter(secrets::master_key_id.is_null().or(secrets::master_key_id.ne(&current)))
                 .select((secrets::id, secrets::server_id, secrets::key, secrets::nonce, secrets::ciphertext))
                 .order(secrets::id.asc())

@@ -6,9 +6,12 @@
 //! each an activity of `bmm-activities` with timeouts and a retry policy. History
 //! carries ids and digests only. [`client`] starts, cancels and queries
 //! builds for the API; [`worker`] runs the workflow and its activities.
+//! [`rotation`] holds the master-key rotation, a workflow of its own on the
+//! same worker.
 //! This crate does no I/O of its own inside the workflow.
 
 pub mod client;
+pub mod rotation;
 pub mod worker;
 
 use std::time::Duration;
@@ -26,6 +29,7 @@ use temporalio_sdk::{
 };
 
 pub use bmm_activities::model::workflow_id;
+pub use rotation::MasterKeyRotationWorkflow;
 
 /// The durable build of one server version.
 #[workflow]

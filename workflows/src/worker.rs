@@ -80,6 +80,7 @@ async fn run_here(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
     let cfg = activities.cfg.clone();
+    let keys = bmm_activities::KeyActivities::new(cfg.clone(), activities.pool.clone());
     let runtime = Runtime::from_current_tokio(Default::default()).map_err(|e| WorkerError::Start(e.to_string()))?;
     let unreachable = |message: String| WorkerError::Unreachable { address: cfg.temporal_address.to_string(), message };
     let conn_opts =
@@ -99,6 +100,9 @@ async fn run_here(
         .register_workflow::<ReconcileWorkflow>()
         .map_err(|e| WorkerError::Start(e.to_string()))?
         .register_activities(activities)
+        .register_workflow::<crate::MasterKeyRotationWorkflow>()
+        .map_err(|e| WorkerError::Start(e.to_string()))?
+        .register_activities(keys)
         // After a worker dies, its sticky queue holds the next workflow task
         // until this expires; keep it short so another worker takes over fast.
         .sticky_queue_schedule_to_start_timeout(Duration::from_secs(3))

@@ -25,6 +25,13 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    // A finished rotation's retired keys are refused here too.
+    if let Err(e) = bmm_db::master_keys::apply_retired(&pool, &cfg.secret_box).await {
+        eprintln!("BMM_SECRET_KEY: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    let _retired =
+        bmm_db::master_keys::spawn_refresh(pool.clone(), cfg.secret_box.clone(), std::time::Duration::from_secs(5));
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");

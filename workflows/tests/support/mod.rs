@@ -103,6 +103,11 @@ impl Env {
 
     /// A worker as a separate process (so a test can `kill -9` it).
     pub fn worker_process(&self) -> WorkerProcess {
+        self.worker_process_with(&[])
+    }
+
+    /// [`Env::worker_process`] with some settings of its own.
+    pub fn worker_process_with(&self, overrides: &[(&str, &str)]) -> WorkerProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bmm-build-worker"));
         cmd.env_clear();
         for key in ["PATH", "HOME", "RUST_LOG"] {
@@ -110,7 +115,11 @@ impl Env {
                 cmd.env(key, v);
             }
         }
-        cmd.envs(&self.env).stdin(Stdio::null()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        cmd.envs(&self.env)
+            .envs(overrides.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
         WorkerProcess { child: cmd.spawn().expect("spawn bmm-build-worker") }
     }
 
