@@ -9,6 +9,8 @@
 pub mod error;
 pub mod grants;
 pub mod identity;
+/// Taking back signing keys and refresh tokens after a suspected leak.
+pub mod incident;
 pub mod keys;
 pub mod magic;
 pub mod oauth;

@@ -106,3 +106,19 @@ pub async fn rotate_master(cfg: &Config, batch_size: i64, wait: bool) -> anyhow:
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
+
+pub async fn revoke_signing_keys(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let pool = bmm_db::connect(&cfg.database_url, 2)?;
+    let mut conn = pool.get().await.context("PostgreSQL")?;
+    let n = bmm_auth::incident::revoke_signing_keys(&mut conn).await?;
+    println!("{n} signing key(s) revoked; every process signs with a new key within a minute");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn revoke_refresh_tokens(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let pool = bmm_db::connect(&cfg.database_url, 2)?;
+    let mut conn = pool.get().await.context("PostgreSQL")?;
+    let n = bmm_auth::incident::revoke_refresh_tokens(&mut conn).await?;
+    println!("{n} refresh token(s) revoked; clients must authorize again");
+    Ok(ExitCode::SUCCESS)
+}

@@ -69,6 +69,11 @@ enum KeysCommand {
     Status,
     /// Print a new random master key (64 hex characters).
     Generate,
+    /// After a suspected leak: stop signing with and publishing every OAuth
+    /// signing key now (a new one is made; issued access tokens stop verifying).
+    RevokeSigningKeys,
+    /// After a suspected leak: revoke every OAuth refresh token (clients authorize again).
+    RevokeRefreshTokens,
 }
 
 #[derive(Subcommand)]
@@ -186,6 +191,8 @@ async fn run(command: Command, cfg: Arc<Config>) -> anyhow::Result<ExitCode> {
         }
         Command::Keys { command: KeysCommand::Status } => keys::status(&cfg).await,
         Command::Keys { command: KeysCommand::Generate } => Ok(keys::generate()),
+        Command::Keys { command: KeysCommand::RevokeSigningKeys } => keys::revoke_signing_keys(&cfg).await,
+        Command::Keys { command: KeysCommand::RevokeRefreshTokens } => keys::revoke_refresh_tokens(&cfg).await,
         Command::Dev => serve::dev(cfg).await.map(|()| ExitCode::SUCCESS),
         Command::Api => serve::api(cfg).await.map(|()| ExitCode::SUCCESS),
         Command::Worker => serve::worker(cfg).await.map(|()| ExitCode::SUCCESS),

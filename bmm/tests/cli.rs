@@ -89,3 +89,39 @@ async fn doctor_names_the_missing_component_and_its_fix() {
     assert!(t.contains("FAIL  node toolchain") && t.contains("fix: scripts/stack.sh toolchain"), "{t}");
     assert!(t.contains("FAIL  runtime image") && t.contains("bmm-no-such-image:0 is missing"), "{t}");
 }
+
+#[test]
+fn keys_generate_prints_a_usable_key() {
+    let o = bmm(&["keys", "generate"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let key = String::from_utf8(o.stdout.clone()).unwrap().trim().to_owned();
+    assert!(key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()), "{key}");
+    assert_ne!(key, String::from_utf8(bmm(&["keys", "generate"], &[]).stdout).unwrap().trim());
+}
+
+#[test]
+fn a_bad_master_key_source_is_a_configuration_error() {
+    let o = bmm(&["keys", "status"], &[("BMM_DEV", "false"), ("BMM_SECRET_KEY_FILE", "/nonexistent/keys")]);
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
+    assert!(text(&o).contains("BMM_SECRET_KEY_FILE: cannot read /nonexistent/keys"), "{}", text(&o));
+    let o = bmm(&["keys", "status"], &[("BMM_SECRET_KEY", "abc"), ("BMM_SECRET_KEY_COMMAND", "true")]);
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
+    assert!(text(&o).contains("set only one of them"), "{}", text(&o));
+}
+
+#[tokio::test]
+async fn keys_status_counts_values_per_key_and_rotate_master_checks_its_input() {
+    let db = TestDb::new().await;
+    let key = "ab".repeat(32);
+    let cmd = format!("printf '%s' {key}");
+    let env = [("BMM_DATABASE_URL", db.url.as_str()), ("BMM_SECRET_KEY_COMMAND", cmd.as_str())];
+    let o = bmm(&["keys", "status"], &env);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let id = bmm_core::crypto::SecretBox::from_hex(&key).unwrap().key_id;
+    assert!(t.contains(&format!("  {id}  current")), "{t}");
+    assert!(t.contains(&format!("not yet under {id}: 0")), "{t}");
+    let o = bmm(&["keys", "rotate-master", "--batch-size", "0"], &env);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--batch-size must be at least 1"), "{}", text(&o));
+}

@@ -514,6 +514,25 @@ async fn code_used_twice_fails_and_revokes_what_it_issued() {
 }
 
 #[tokio::test]
+async fn after_a_leak_every_refresh_token_and_signing_key_is_revoked() {
+    let h = Harness::new().await;
+    let (client, code, resource) = h.code_for("leak@example.com", "s1").await;
+    let (_, tok) = h.exchange(&client, &code).await;
+    let refresh = tok["refresh_token"].as_str().unwrap().to_owned();
+    let access = tok["access_token"].as_str().unwrap().to_owned();
+    verify_access_token(&h.keys, &access, &resource).await.expect("valid before the revocation");
+    let mut conn = h.conn().await;
+    assert_eq!(crate::incident::revoke_refresh_tokens(&mut conn).await.unwrap(), 1);
+    assert_eq!(crate::incident::revoke_signing_keys(&mut conn).await.unwrap(), 1);
+    let (status, body) = h.refresh(&client, &refresh).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_grant", "{body}");
+    // A process that re-read the key table no longer accepts the old tokens.
+    let fresh = KeyStore::without_jwks_file(h.db.pool(), h.cfg.clone());
+    assert!(verify_access_token(&fresh, &access, &resource).await.is_err());
+}
+
+#[tokio::test]
 async fn refresh_token_used_twice_revokes_the_family() {
     let h = Harness::new().await;
     let (client, code, _) = h.code_for("f@example.com", "s1").await;
