@@ -107,6 +107,18 @@ impl KeyActivities {
     async fn retire(&self, input: &RetireInput) -> Result<Retired, StepError> {
         self.check_target(&input.target_key_id)?;
         let mut conn = self.pool.get().await.map_err(bmm_db::DbError::from)?;
+        // Values sealed under an old key since the last batch (a process that
+        // was still on the old list) are moved here, so retiring converges
+        // instead of waiting for batches the workflow no longer schedules.
+        let batch = RewrapInput { target_key_id: input.target_key_id.clone(), batch_size: 500 };
+        for _ in 0..100 {
+            if master_keys::remaining(&mut conn, &input.target_key_id).await? == 0 {
+                break;
+            }
+            drop(conn);
+            self.rewrap(&batch).await?;
+            conn = self.pool.get().await.map_err(bmm_db::DbError::from)?;
+        }
         match master_keys::retire_old_keys(&mut conn, &self.cfg.secret_box, &input.rotation).await {
             Ok(key_ids) => {
                 tracing::warn!(?key_ids, successor = %input.target_key_id, "master keys retired");
@@ -161,5 +173,94 @@ impl KeyActivities {
         input: RetireInput,
     ) -> Result<Retired, ActivityError> {
         heartbeating(&ctx, self.retire(&input)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bmm_core::crypto::SecretBox;
+    use bmm_db::schema::{orgs, secrets, servers};
+    use bmm_db::testing::TestDb;
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn config(db: &TestDb, keys: &str) -> Arc<Config> {
+        let env = vec![("BMM_DATABASE_URL".to_owned(), db.url.clone()), ("BMM_SECRET_KEY".to_owned(), keys.to_owned())];
+        Arc::new(Config::from_sources(&env, None).unwrap())
+    }
+
+    async fn seed(db: &TestDb, sb: &SecretBox, n: usize) {
+        let mut conn = db.pool().get().await.unwrap();
+        let (org, server) = (Uuid::new_v4(), Uuid::new_v4());
+        diesel::insert_into(orgs::table)
+            .values((orgs::id.eq(org), orgs::name.eq("o"), orgs::slug.eq(format!("o-{}", org.simple()))))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        diesel::insert_into(servers::table)
+            .values((
+                servers::id.eq(server),
+                servers::org_id.eq(org),
+                servers::slug.eq(format!("s{}", &server.simple().to_string()[..10])),
+                servers::name.eq("s"),
+            ))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        for i in 0..n {
+            let sealed = sb.seal(b"v", format!("secret:{server}:K{i}").as_bytes());
+            diesel::insert_into(secrets::table)
+                .values((
+                    secrets::id.eq(Uuid::now_v7()),
+                    secrets::org_id.eq(org),
+                    secrets::server_id.eq(server),
+                    secrets::key.eq(format!("K{i}")),
+                    secrets::nonce.eq(&sealed.nonce),
+                    secrets::ciphertext.eq(&sealed.ciphertext),
+                ))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn retiring_moves_stragglers_first_and_a_worker_on_the_old_list_waits() {
+        let db = TestDb::new().await;
+        let (old, new) = ("11".repeat(32), "22".repeat(32));
+        let old_box = SecretBox::from_hex(&old).unwrap();
+        let target = SecretBox::from_hex(&new).unwrap().key_id;
+        // Written by a process still on the old list after the last batch.
+        seed(&db, &old_box, 3).await;
+
+        let stale = KeyActivities::new(config(&db, &old), db.pool());
+        let e = stale.retire(&RetireInput { target_key_id: target.clone(), rotation: "r".into() }).await.unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+        assert!(e.to_string().contains(&format!("seals with master key {}, not {target}", old_box.key_id)), "{e}");
+
+        let acts = KeyActivities::new(config(&db, &format!("{new},{old}")), db.pool());
+        let e = acts.rewrap(&RewrapInput { target_key_id: target.clone(), batch_size: 0 }).await.unwrap_err();
+        assert_eq!(e, StepError::rejected(kind::BAD_INPUT, "the batch size must be at least 1"));
+        let retired = acts.retire(&RetireInput { target_key_id: target.clone(), rotation: "r".into() }).await.unwrap();
+        assert_eq!(retired.key_ids, vec![old_box.key_id.clone()]);
+        let mut conn = db.pool().get().await.unwrap();
+        assert_eq!(master_keys::remaining(&mut conn, &target).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_value_no_key_opens_stops_the_batch_with_its_name() {
+        let db = TestDb::new().await;
+        let stranger = SecretBox::from_hex(&"33".repeat(32)).unwrap();
+        seed(&db, &stranger, 1).await;
+        let acts = KeyActivities::new(config(&db, &"22".repeat(32)), db.pool());
+        let target = acts.cfg.secret_box.key_id.clone();
+        let e = acts.rewrap(&RewrapInput { target_key_id: target, batch_size: 10 }).await.unwrap_err();
+        assert!(!e.is_retryable());
+        let text = e.to_string();
+        assert!(text.starts_with("1 value(s) cannot be re-wrapped"), "{text}");
+        assert!(text.contains("secret K0 of server") && text.contains(&stranger.key_id), "{text}");
     }
 }

@@ -125,3 +125,15 @@ async fn keys_status_counts_values_per_key_and_rotate_master_checks_its_input() 
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--batch-size must be at least 1"), "{}", text(&o));
 }
+
+#[test]
+fn the_key_command_does_not_see_the_key_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("env");
+    let cmd = format!("env > {}; printf '%s' {}", seen.display(), "cd".repeat(32));
+    let o = bmm(&["keys", "generate"], &[("BMM_SECRET_KEY_COMMAND", &cmd)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let env = std::fs::read_to_string(&seen).unwrap();
+    assert!(env.contains("PATH="), "the command ran with the rest of the environment: {env}");
+    assert!(!env.contains("BMM_SECRET_KEY"), "{env}");
+}

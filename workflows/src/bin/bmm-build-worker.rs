@@ -3,14 +3,7 @@
 
 use std::sync::Arc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,temporalio_sdk_core=warn".into()),
-        )
-        .init();
+fn main() -> std::process::ExitCode {
     let cfg = match bmm_core::Config::from_env() {
         Ok(cfg) => Arc::new(cfg),
         Err(e) => {
@@ -18,6 +11,22 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    // The master key is read; nothing this worker starts may inherit it.
+    for var in bmm_core::master_key::SECRET_ENV {
+        // SAFETY: still single-threaded (the runtime is built below), so
+        // nothing reads the environment while it changes.
+        unsafe { std::env::remove_var(var) };
+    }
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime").block_on(run(cfg))
+}
+
+async fn run(cfg: Arc<bmm_core::Config>) -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,temporalio_sdk_core=warn".into()),
+        )
+        .init();
     let pool = match bmm_db::connect(&cfg.database_url, cfg.database_pool_size) {
         Ok(pool) => pool,
         Err(e) => {
