@@ -53,14 +53,18 @@ pub struct KeyActivities {
     pub cfg: Arc<Config>,
     pub pool: Pool,
     /// Test hook: sleep this long in each batch (heartbeating), so a test can
-    /// kill the worker mid-rotation. From `BMM_TEST_REWRAP_PAUSE_MS`.
+    /// kill the worker mid-rotation. From `BMM_TEST_REWRAP_PAUSE_MS`, in
+    /// debug builds only (as `BMM_TEST_PAUSE`).
     pub pause: Option<Duration>,
 }
 
 impl KeyActivities {
     pub fn new(cfg: Arc<Config>, pool: Pool) -> KeyActivities {
-        let pause =
-            std::env::var("BMM_TEST_REWRAP_PAUSE_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis);
+        let pause = std::env::var("BMM_TEST_REWRAP_PAUSE_MS")
+            .ok()
+            .filter(|_| cfg!(debug_assertions))
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis);
         KeyActivities { cfg, pool, pause }
     }
 
