@@ -108,6 +108,20 @@ impl Env {
 
     /// [`Env::worker_process`] with some settings of its own.
     pub fn worker_process_with(&self, overrides: &[(&str, &str)]) -> WorkerProcess {
+        let mut worker = self.worker_command();
+        worker.envs(overrides.iter().copied()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        WorkerProcess { child: worker.spawn().expect("spawn bmm-build-worker") }
+    }
+
+    /// [`Env::worker_process`] with its stdout and stderr in `log`.
+    pub fn worker_process_logged(&self, log: &std::path::Path) -> WorkerProcess {
+        let mut worker = self.worker_command();
+        let file = std::fs::File::create(log).expect("worker log");
+        worker.stdout(file.try_clone().expect("log")).stderr(file);
+        WorkerProcess { child: worker.spawn().expect("spawn bmm-build-worker") }
+    }
+
+    fn worker_command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bmm-build-worker"));
         cmd.env_clear();
         for key in ["PATH", "HOME", "RUST_LOG"] {
@@ -115,12 +129,8 @@ impl Env {
                 cmd.env(key, v);
             }
         }
-        cmd.envs(&self.env)
-            .envs(overrides.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit());
-        WorkerProcess { child: cmd.spawn().expect("spawn bmm-build-worker") }
+        cmd.envs(&self.env).stdin(Stdio::null());
+        cmd
     }
 
     /// Seed org, server, preview, version and build rows as the API would.
