@@ -8,27 +8,12 @@ mod support;
 use std::time::Duration;
 
 use bmm_auth::keys::KeyStore;
-use bmm_auth::tokens::{AccessGrant, mint_access_token};
 use bmm_db::models::Deployment;
 use bmm_db::schema::{deployments, servers};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use support::{ContainerGuard, Env, Seed, containers_of, describe};
 use uuid::Uuid;
-
-async fn token(env: &Env, org_id: Uuid, slug: &str) -> String {
-    let keys = KeyStore::without_jwks_file(env.pool.clone(), env.cfg.clone());
-    let audience = env.cfg.server_url(slug);
-    let grant = AccessGrant {
-        user_id: Uuid::new_v4(),
-        org_id,
-        audience: &audience,
-        scope: "mcp",
-        client_id: "test",
-        ttl: Duration::from_secs(300),
-    };
-    mint_access_token(&keys, &grant).await.expect("token").0
-}
 
 async fn deployments_of(env: &Env, server_id: Uuid) -> Vec<Deployment> {
     let mut conn = env.pool.get().await.unwrap();
@@ -143,7 +128,7 @@ async fn a_description_becomes_a_live_server_and_a_failed_update_keeps_it_servin
     }
 
     // The live container answers tools/call for a client holding a platform token.
-    let bearer = token(&env, v1.org_id, &v1.slug).await;
+    let bearer = env.token(v1.org_id, &v1.slug).await;
     let result = bmm_activities::smoke::call_tool(
         &mcp_url(&deps[0]),
         &bearer,

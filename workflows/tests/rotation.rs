@@ -97,17 +97,7 @@ async fn tool_answer(env: &Env, build_id: Uuid, slug: &str, org: Uuid) -> String
             .await
             .unwrap()
     };
-    let keys = KeyStore::without_jwks_file(env.pool.clone(), env.cfg.clone());
-    let audience = env.cfg.server_url(slug);
-    let grant = AccessGrant {
-        user_id: Uuid::new_v4(),
-        org_id: org,
-        audience: &audience,
-        scope: "mcp",
-        client_id: "test",
-        ttl: Duration::from_secs(120),
-    };
-    let token = mint_access_token(&keys, &grant).await.unwrap().0;
+    let token = env.token(org, slug).await;
     let url = format!("http://{}:{}/mcp", dep.host.unwrap(), dep.port.unwrap());
     bmm_activities::smoke::call_tool(&url, &token, "shout", serde_json::json!({"text": "x"})).await.unwrap().to_string()
 }

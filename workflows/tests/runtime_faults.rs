@@ -10,14 +10,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use bmm_activities::Step;
-use bmm_auth::keys::KeyStore;
-use bmm_auth::tokens::{AccessGrant, mint_access_token};
 use bmm_db::models::Deployment;
 use bmm_db::schema::deployments;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use support::{ContainerGuard, Env, Seed, containers_of, describe};
-use uuid::Uuid;
 
 /// What the test does to the container while `step` is held.
 #[derive(Clone, Copy)]
@@ -81,17 +78,7 @@ async fn ride_through(name: &str, step: Step, fault: Fault) {
     };
     assert_eq!(deps.len(), 1);
     assert_eq!(deps[0].status, "LIVE");
-    let keys = KeyStore::without_jwks_file(env.pool.clone(), env.cfg.clone());
-    let audience = env.cfg.server_url(&input.slug);
-    let grant = AccessGrant {
-        user_id: Uuid::new_v4(),
-        org_id: input.org_id,
-        audience: &audience,
-        scope: "mcp",
-        client_id: "test",
-        ttl: Duration::from_secs(120),
-    };
-    let token = mint_access_token(&keys, &grant).await.unwrap().0;
+    let token = env.token(input.org_id, &input.slug).await;
     let direct = format!("http://{}:{}/mcp", deps[0].host.as_deref().unwrap(), deps[0].port.unwrap());
     let result = bmm_activities::smoke::call_tool(&direct, &token, "echo", serde_json::json!({"text": "back again"}))
         .await

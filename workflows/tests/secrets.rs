@@ -6,8 +6,6 @@ mod support;
 
 use std::time::Duration;
 
-use bmm_auth::keys::KeyStore;
-use bmm_auth::tokens::{AccessGrant, mint_access_token};
 use bmm_db::models::Deployment;
 use bmm_db::schema::{deployments, secrets};
 use diesel::prelude::*;
@@ -66,17 +64,7 @@ async fn credentials_reach_the_container_and_never_an_event() {
             .await
             .unwrap()
     };
-    let keys = KeyStore::without_jwks_file(env.pool.clone(), env.cfg.clone());
-    let audience = env.cfg.server_url(&input.slug);
-    let grant = AccessGrant {
-        user_id: Uuid::new_v4(),
-        org_id: input.org_id,
-        audience: &audience,
-        scope: "mcp",
-        client_id: "test",
-        ttl: Duration::from_secs(120),
-    };
-    let token = mint_access_token(&keys, &grant).await.unwrap().0;
+    let token = env.token(input.org_id, &input.slug).await;
     let url = format!("http://{}:{}/mcp", dep.host.unwrap(), dep.port.unwrap());
     let result =
         bmm_activities::smoke::call_tool(&url, &token, "shout", serde_json::json!({"text": "x"})).await.unwrap();

@@ -133,6 +133,22 @@ impl Env {
         cmd
     }
 
+    /// An access token of the org for the server `slug` (its audience), as the
+    /// authorization server would mint it.
+    pub async fn token(&self, org_id: Uuid, slug: &str) -> String {
+        let keys = bmm_auth::keys::KeyStore::without_jwks_file(self.pool.clone(), self.cfg.clone());
+        let audience = self.cfg.server_url(slug);
+        let grant = bmm_auth::tokens::AccessGrant {
+            user_id: Uuid::new_v4(),
+            org_id,
+            audience: &audience,
+            scope: "mcp",
+            client_id: "test",
+            ttl: Duration::from_secs(300),
+        };
+        bmm_auth::tokens::mint_access_token(&keys, &grant).await.expect("token").0
+    }
+
     /// Seed org, server, preview, version and build rows as the API would.
     pub async fn seed(&self, seed: Seed) -> BuildInput {
         use diesel_async::RunQueryDsl;
